@@ -1,0 +1,28 @@
+"""piebench: benchmark and evaluation harness for personalized image enhancement."""
+
+from __future__ import annotations
+
+import pluggy
+
+from .interfaces import Batch, BuildContext, Encoder, Enhancer, Loss, Preference, RefSet
+
+__version__ = "0.1.0"
+
+#: Decorator marking a plugin's hook implementations (see :mod:`piebench.hookspecs`).
+hookimpl = pluggy.HookimplMarker("piebench")
+
+__all__ = [
+    "Batch", "BuildContext", "Encoder", "Enhancer", "Loss", "Preference", "RefSet",
+    "hookimpl", "__version__", "load_pretrained",
+]
+
+
+def load_pretrained(name: str, path: str, configuration: str = "paper", device: str = "cpu"):
+    """A released single-style enhancer ``name`` with weights from ``path``, in eval mode.
+
+    The enhancer's plugin must register ``load_weights(module, path)`` in its meta; the result
+    is callable on ``[B, 3, H, W]`` float images in [0, 1].
+    """
+    from .pretrained import load_pretrained as _load
+
+    return _load(name, path, configuration=configuration, device=device)

@@ -1,0 +1,174 @@
+"""The plugin manager: loads the ``piebench`` entry-point group and fills the registry.
+
+Built-in plugins (``piebench_plugins.*``) come in through the same entry-point group as
+third-party ones. A plugin that fails to import, declares an unknown hook, has a hook with
+a wrong signature, or registers a name twice is reported in one warning line naming it and
+skipped; ``PIEBENCH_STRICT_PLUGINS=1`` turns that into an error (for plugin authors).
+
+Environment:
+  PIEBENCH_DISABLE_PLUGINS  comma-separated plugin (entry-point) names not to load.
+  PIEBENCH_LOAD_PLUGINS     comma-separated module paths to load as extra plugins.
+  PIEBENCH_STRICT_PLUGINS   1 = a broken plugin is an error, not a warning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .registry import KINDS, Registry, Spec
+
+GROUP = "piebench"
+_REGISTER_HOOKS = {f"register_{k}s" if k != "loss" else "register_losses": k for k in KINDS}
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or failed) plugin as ``piebench list plugins`` shows it."""
+
+    name: str
+    module: str
+    distribution: str = ""
+    version: str = ""
+    hooks: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+class PluginManager:
+    """pluggy's manager plus the registry and the record of what loaded and what failed."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.registry = Registry()
+        self.plugins: dict[str, PluginInfo] = {}
+        self.warnings: list[str] = []
+        self.strict = os.environ.get("PIEBENCH_STRICT_PLUGINS", "") not in ("", "0", "false")
+
+    # -- loading -----------------------------------------------------------------------------
+    def _fail(self, info: PluginInfo, what: str) -> None:
+        info.error = what
+        self.plugins[info.name] = info
+        line = f"piebench: warning: plugin '{info.name}' ({info.module}) {what}; skipped"
+        if self.strict:
+            raise PluginError(line.replace("warning: ", "").replace("; skipped", ""))
+        self.warnings.append(line)
+        print(line, file=sys.stderr)
+
+    def add_module(self, info: PluginInfo, module: Any) -> None:
+        """Register a plugin module with pluggy, rejecting unknown hooks and bad signatures."""
+        try:
+            self.pm.register(module, name=info.name)
+        except ValueError as err:  # name already registered
+            self._fail(info, f"could not be registered: {err}")
+            return
+        except pluggy.PluginValidationError as err:
+            self._fail(info, f"has an invalid hook: {_first_line(err)}")
+            return
+        unknown = [impl.function.__name__ for caller in self.pm.hook.__dict__.values()
+                   if isinstance(caller, pluggy.HookCaller) and not caller.has_spec()
+                   for impl in caller.get_hookimpls() if impl.plugin is module]
+        if unknown:
+            self.pm.unregister(module)
+            self._fail(info, f"declares unknown hook(s) {', '.join(unknown)}")
+            return
+        info.hooks = sorted(c.name for c in self.pm.get_hookcallers(module) or [])
+        self.plugins[info.name] = info
+
+    def load_entry_points(self) -> None:
+        disabled = {s.strip() for s in os.environ.get("PIEBENCH_DISABLE_PLUGINS", "").split(",") if s.strip()}
+        for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
+            if ep.name in disabled or ep.name in self.plugins:
+                continue
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(name=ep.name, module=ep.value,
+                              distribution=dist.metadata["Name"] if dist else "",
+                              version=dist.version if dist else "")
+            try:
+                module = ep.load()
+            except Exception as err:  # noqa: BLE001 - any import failure is reported, not fatal
+                self._fail(info, f"failed to import: {type(err).__name__}: {_first_line(err)}")
+                continue
+            self.add_module(info, module)
+        for path in (s.strip() for s in os.environ.get("PIEBENCH_LOAD_PLUGINS", "").split(",")):
+            if not path or path in self.plugins:
+                continue
+            info = PluginInfo(name=path, module=path, distribution="(PIEBENCH_LOAD_PLUGINS)")
+            try:
+                module = importlib.import_module(path)
+            except Exception as err:  # noqa: BLE001
+                self._fail(info, f"failed to import: {type(err).__name__}: {_first_line(err)}")
+                continue
+            self.add_module(info, module)
+
+    def collect(self) -> None:
+        """Call each plugin's registration hooks, one plugin at a time, into the registry."""
+        for hook_name, kind in _REGISTER_HOOKS.items():
+            caller = getattr(self.pm.hook, hook_name)
+            for impl in reversed(caller.get_hookimpls()):  # registration order
+                info = self.plugins.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name)
+                try:
+                    impl.function(register=self._register_fn(kind, info))
+                except PluginError as err:
+                    self._report(info, str(err))
+                except Exception as err:  # noqa: BLE001 - a broken plugin must not break the CLI
+                    self._report(info, f"raised in {hook_name}: {type(err).__name__}: {_first_line(err)}")
+
+    def _report(self, info: PluginInfo, what: str) -> None:
+        line = f"piebench: warning: plugin '{info.name}' {what}"
+        if self.strict:
+            raise PluginError(line.replace("warning: ", ""))
+        self.warnings.append(line)
+        print(line, file=sys.stderr)
+
+    def _register_fn(self, kind: str, info: PluginInfo):
+        def register(name: str, build: Any, *, description: str = "", paper: str = "",
+                     configurations: dict | None = None, version: str = "1", **meta: Any) -> None:
+            if not isinstance(name, str) or not name or not callable(build):
+                raise PluginError(f"registered a {kind} with an invalid name or builder: {name!r}")
+            spec = Spec(kind=kind, name=name, build=build, description=description, paper=paper,
+                        configurations=dict(configurations or {}), version=str(version),
+                        plugin=info.name, plugin_version=info.version, meta=dict(meta))
+            try:
+                self.registry.add(spec)
+            except ValueError as err:
+                self._report(info, f"registers a duplicate name: {err}; the second is ignored")
+
+        return register
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+_MANAGER: PluginManager | None = None
+
+
+def get_manager(reload: bool = False) -> PluginManager:
+    """The process-wide plugin manager, loaded on first use."""
+    global _MANAGER
+    if _MANAGER is None or reload:
+        manager = PluginManager()
+        manager.load_entry_points()
+        manager.collect()
+        _MANAGER = manager
+    return _MANAGER
+
+
+def get_registry(reload: bool = False) -> Registry:
+    """The registry of every installed plugin's components."""
+    return get_manager(reload).registry

@@ -1,0 +1,1 @@
+"""Versioned train/eval protocols (TOML data files)."""
