@@ -1,0 +1,22 @@
+"""Shared test setup: a private store cache, pinned threads, and common fixtures."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+import torch
+
+# One pie-synth store cache per test session (built once, reused by every test and CLI call).
+os.environ.setdefault("PIEBENCH_CACHE", tempfile.mkdtemp(prefix="piebench-cache-"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def registry():
+    """The registry of every installed plugin."""
+    from piebench.plugins import get_registry
+
+    return get_registry()
