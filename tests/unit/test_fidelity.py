@@ -173,3 +173,19 @@ def test_lpips_loads_the_staged_file(empty_torch_home, capsys):
     assert torch.equal(metric.load().lin0.model[1].weight, lins["lin0.model.1.weight"])
     # the module-level function agrees with the class
     assert torch.allclose(fid.lpips(x, y), d)
+
+
+# ------------------------------------------------------------------------------------- plugin
+def test_plugin_registers_every_metric(registry):
+    for name, (fn, higher, variant) in METRICS.items():
+        spec = registry.get("metric", name)
+        assert spec.meta["higher_is_better"] is higher and spec.meta["variant"] == variant
+        if name != "lpips":
+            built = spec.create()
+            out, tgt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+            assert torch.equal(built(out, tgt), fn(out, tgt))
+
+
+def test_plugin_lpips_build_raises_reason_when_missing(registry, empty_torch_home):
+    with pytest.raises(PiebenchError, match="alexnet-owt-7be5be79.pth"):
+        registry.get("metric", "lpips").create()
