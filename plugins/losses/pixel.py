@@ -1,0 +1,103 @@
+"""Pixel losses between the enhanced output and the target: ``l1``, ``l2``, ``lab-l1``, ``ssim``.
+
+``lab-l1`` is StarEnhancer's loss: L1 in CIELAB (sRGB, D65 white, the same matrix and
+piecewise curves as ``skimage.color.rgb2lab``) with L scaled by 1/100 and a, b mapped by
+``(x / 110 + 1) / 2``, as in IDKiro/StarEnhancer ``model/loss.py``. ``ssim`` is
+``1 - piq.ssim`` (Gaussian window 11, sigma 1.5, piq's default downsampling).
+"""
+
+from __future__ import annotations
+
+import piq
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from piebench import hookimpl
+from piebench.interfaces import Batch, BuildContext, Loss
+
+#: sRGB (linear) -> XYZ, D65 (the matrix skimage and StarEnhancer use).
+_XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423),
+                 (0.212671, 0.715160, 0.072169),
+                 (0.019334, 0.119193, 0.950227))
+#: D65 2-degree reference white (skimage's default illuminant).
+_WHITE_D65 = (0.95047, 1.0, 1.08883)
+_EPS = (6 / 29) ** 3
+
+
+def rgb_to_lab(rgb: Tensor) -> Tensor:
+    """CIELAB ``[B,3,H,W]`` (L in [0,100]) of sRGB ``rgb [B,3,H,W]`` in [0,1]; differentiable.
+
+    Matches ``skimage.color.rgb2lab`` on in-range values; out-of-range values are extended
+    smoothly enough to keep gradients finite (no NaN from negative powers).
+    """
+    lin = torch.where(rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    m = torch.tensor(_XYZ_FROM_RGB, dtype=rgb.dtype, device=rgb.device)
+    xyz = torch.einsum("ij,bjhw->bihw", m, lin)
+    xyz = xyz / torch.tensor(_WHITE_D65, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    f = torch.where(xyz > _EPS, xyz.clamp_min(_EPS) ** (1 / 3), xyz * (841 / 108) + 4 / 29)
+    fx, fy, fz = f.unbind(1)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
+
+
+def normalize_lab(lab: Tensor) -> Tensor:
+    """StarEnhancer's scaling of Lab to about [0, 1]: L / 100, (a / 110 + 1) / 2, (b / 110 + 1) / 2."""
+    return torch.cat([lab[:, :1] / 100, (lab[:, 1:] / 110 + 1) / 2], dim=1)
+
+
+class L1Loss(Loss):
+    """Mean absolute error over pixels and channels."""
+
+    kind = "image"
+
+    def forward(self, output: Tensor, target: Tensor, batch: Batch | None = None) -> Tensor:
+        return F.l1_loss(output, target)
+
+
+class L2Loss(Loss):
+    """Mean squared error over pixels and channels."""
+
+    kind = "image"
+
+    def forward(self, output: Tensor, target: Tensor, batch: Batch | None = None) -> Tensor:
+        return F.mse_loss(output, target)
+
+
+class LabL1Loss(Loss):
+    """L1 between StarEnhancer-normalised CIELAB images."""
+
+    kind = "image"
+
+    def forward(self, output: Tensor, target: Tensor, batch: Batch | None = None) -> Tensor:
+        return F.l1_loss(normalize_lab(rgb_to_lab(output)), normalize_lab(rgb_to_lab(target)))
+
+
+class SSIMLoss(Loss):
+    """``1 - SSIM`` (piq, data range 1; the output is clamped to [0, 1] first as piq requires)."""
+
+    kind = "image"
+
+    def forward(self, output: Tensor, target: Tensor, batch: Batch | None = None) -> Tensor:
+        return 1.0 - piq.ssim(output.clamp(0, 1), target.clamp(0, 1), data_range=1.0)
+
+
+def _simple(cls):
+    def build(ctx: BuildContext | None = None, **params) -> Loss:
+        return cls(**params)
+
+    build.__doc__ = f"Build :class:`{cls.__name__}`."
+    return build
+
+
+@hookimpl
+def register_losses(register):
+    """Register the pixel losses (kind "image")."""
+    register("l1", build=_simple(L1Loss), description="L1 between output and target", paper="",
+             kind="image")
+    register("l2", build=_simple(L2Loss), description="mean squared error between output and target",
+             paper="", kind="image")
+    register("lab-l1", build=_simple(LabL1Loss),
+             description="L1 in normalised CIELAB (StarEnhancer's loss)",
+             paper="Song et al., ICCV 2021 (StarEnhancer)", kind="image")
+    register("ssim", build=_simple(SSIMLoss), description="1 - SSIM (piq, Gaussian window 11, sigma 1.5)",
+             paper="Wang et al., IEEE TIP 2004", kind="image")
