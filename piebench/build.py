@@ -1,0 +1,154 @@
+"""Building a run's components from the registry: dataset, encoder, enhancer, losses, metrics.
+
+The core reaches every concrete model through here, by name; nothing here imports a plugin.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import PiebenchError, UsageError
+from .interfaces import BuildContext, Encoder, Enhancer, Loss, check_compatible
+from .registry import Registry
+
+
+@dataclass
+class Components:
+    """Everything a run trains and evaluates with."""
+
+    dataset: Any
+    encoder: Encoder
+    enhancer: Enhancer
+    losses: dict[str, Loss]
+    stages: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+
+def build_dataset(cfg: dict, registry: Registry) -> Any:
+    spec = registry.get("dataset", cfg["eval"]["dataset"])
+    params = dict(cfg["eval"].get("data", {}))
+    configuration = params.pop("configuration", None)
+    try:
+        return spec.create(BuildContext(), configuration, **params)
+    except TypeError as err:
+        raise UsageError(f"dataset '{spec.name}' does not accept these parameters {sorted(params)}: {err}") from None
+
+
+def _create(spec: Any, ctx: BuildContext, configuration: str, params: dict) -> Any:
+    try:
+        return spec.create(ctx, configuration, **params)
+    except TypeError as err:
+        if params:
+            raise UsageError(f"{spec.kind} '{spec.name}' does not accept parameters {sorted(params)}: {err}") from None
+        raise
+
+
+def build_models(cfg: dict, registry: Registry, dataset: Any) -> tuple[Encoder, Enhancer]:
+    """The encoder and enhancer of ``cfg``, refusing an incompatible pair before training."""
+    enc_spec = registry.get("encoder", cfg["encoder"]["name"])
+    enh_spec = registry.get("enhancer", cfg["enhancer"]["name"])
+    declared = enh_spec.meta.get("consumes")
+    provided = enc_spec.meta.get("provides")
+    if declared is not None and provided is not None:
+        missing = sorted(set(declared) - set(provided))
+        if missing:
+            raise UsageError(f"enhancer '{enh_spec.name}' consumes {', '.join(missing)}, which encoder "
+                             f"'{enc_spec.name}' does not provide; {_providers(registry, missing)}")
+    ctx = BuildContext(num_users=max(1, dataset.num_seen), num_refs=cfg["train"]["refs"],
+                       image_size=dataset.resolution[0], pretrained=cfg["encoder"].get("pretrained", False),
+                       dataset=dataset)
+    encoder = _create(enc_spec, ctx, cfg["encoder"]["configuration"], cfg["encoder"].get("params", {}))
+    if cfg.get("blind"):
+        from .blind import BlindEncoder
+
+        encoder = BlindEncoder(encoder, dataset.resolution, cfg["train"]["refs"])
+    ctx.encoder = encoder
+    enhancer = _create(enh_spec, ctx, cfg["enhancer"]["configuration"], cfg["enhancer"].get("params", {}))
+    why = check_compatible(enc_spec.name, encoder, enh_spec.name, enhancer)
+    if why:
+        raise UsageError(f"{why}; {_providers(registry, sorted(set(enhancer.consumes) - set(encoder.provides)))}")
+    return encoder, enhancer
+
+
+def _providers(registry: Registry, fields: list[str]) -> str:
+    names = [s.name for s in registry.all("encoder") if set(fields) <= set(s.meta.get("provides", ()))]
+    return f"encoders that provide it: {', '.join(names)}" if names else "no installed encoder provides it"
+
+
+def plan_stages(cfg: dict, encoder: Encoder, enhancer: Enhancer) -> tuple[list[dict], list[str]]:
+    """The stages that can actually run for this pair, and notes on what was dropped."""
+    notes, stages = [], []
+    enc_trains = encoder.trainable and any(p.requires_grad for p in encoder.parameters())
+    enh_trains = enhancer.trainable and any(p.requires_grad for p in enhancer.parameters())
+    for stage in cfg["train"]["stages"]:
+        stage = {**stage, "train": list(stage.get("train", [])), "losses": dict(stage.get("losses", {})),
+                 "lr": dict(stage.get("lr", {}))}
+        if "encoder" in stage["train"] and not enc_trains:
+            stage["train"].remove("encoder")
+            notes.append(f"stage '{stage['name']}': encoder '{cfg['encoder']['name']}' has nothing to train")
+        if "enhancer" in stage["train"] and not enh_trains:
+            stage["train"].remove("enhancer")
+            notes.append(f"stage '{stage['name']}': enhancer '{cfg['enhancer']['name']}' has nothing to train")
+        if "metric" in stage["losses"]:
+            weight = stage["losses"].pop("metric")
+            if encoder.metric_loss and "encoder" in stage["train"]:
+                stage["losses"][encoder.metric_loss] = weight
+            else:
+                notes.append(f"stage '{stage['name']}': no metric loss for encoder '{cfg['encoder']['name']}'")
+        if "enhancer" not in stage["train"] and "encoder" in stage["train"] and not encoder.metric_loss:
+            stage["train"].remove("encoder")
+        if not stage["train"] or not stage["losses"]:
+            notes.append(f"stage '{stage['name']}' skipped (nothing to train)")
+            continue
+        stages.append(stage)
+    return stages, notes
+
+
+def build_losses(stages: list[dict], registry: Registry, dataset: Any, encoder: Encoder,
+                 refs: int) -> dict[str, Loss]:
+    """One instance per loss name, shared across stages (its state carries over)."""
+    losses: dict[str, Loss] = {}
+    ctx = BuildContext(num_users=max(1, dataset.num_seen), num_refs=refs, image_size=dataset.resolution[0],
+                       encoder=encoder, dataset=dataset)
+    for stage in stages:
+        for name, weight in list(stage["losses"].items()):
+            if name not in losses:
+                losses[name] = registry.get("loss", name).create(ctx)
+            if isinstance(weight, float) and math.isnan(weight):
+                stage["losses"][name] = float(losses[name].default_weight)
+            kind = losses[name].kind
+            if kind == "embedding" and "encoder" not in stage["train"]:
+                raise UsageError(f"loss '{name}' trains the encoder's embedding, but stage '{stage['name']}' "
+                                 f"does not train the encoder")
+            if kind == "image" and "enhancer" not in stage["train"]:
+                raise UsageError(f"image loss '{name}' needs the enhancer, which stage '{stage['name']}' "
+                                 f"does not train")
+    return losses
+
+
+def build_metrics(names: list[str], registry: Registry) -> tuple[dict[str, Any], dict[str, str]]:
+    """Callables for the named metrics, and the reason for each one that is unavailable."""
+    fns, unavailable = {}, {}
+    for name in names:
+        spec = registry.get("metric", name)
+        try:
+            fns[name] = spec.create()
+        except PiebenchError as err:
+            unavailable[name] = str(err)
+            print(f"piebench: {name} unavailable: {err}", file=sys.stderr)
+    return fns, unavailable
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda") and name != "mps":
+        raise UsageError(f"--device {name}: expected cpu, cuda, cuda:N or auto")
+    return name

@@ -1,0 +1,94 @@
+"""The ``piebench`` command line: thin click commands that parse, call the library, print.
+
+Every command lives in its own module under :mod:`piebench.commands`; errors from the
+library become one line on stderr and an exit code (2 = bad usage, 1 = runtime failure),
+with the traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import PiebenchError
+
+#: (module, command attribute) for every sub-command.
+COMMANDS = [
+    ("piebench.commands.run", "run"),
+    ("piebench.commands.listing", "list_cmd"),
+    ("piebench.commands.leaderboard", "leaderboard"),
+]
+OPTIONAL_COMMANDS = [
+    ("piebench.commands.bench", "bench"),
+    ("piebench.commands.sweep", "sweep"),
+    ("piebench.commands.sweep", "ablate"),
+    ("piebench.commands.report", "report"),
+    ("piebench.commands.data", "data"),
+    ("piebench.commands.enhance", "enhance"),
+]
+
+
+class DebugState:
+    debug = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="piebench")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """piebench: benchmark personalized image enhancement (encoders x enhancers)."""
+    DebugState.debug = debug
+
+
+def _add_commands() -> None:
+    for module, attr in COMMANDS:
+        cli.add_command(getattr(importlib.import_module(module), attr))
+    for module, attr in OPTIONAL_COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name == module:
+                continue
+            raise
+        if hasattr(mod, attr):
+            cli.add_command(getattr(mod, attr))
+
+
+_add_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="piebench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("piebench: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except PiebenchError as err:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"piebench: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("piebench: interrupted", err=True)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - one line, not a traceback, unless --debug
+        if debug:
+            traceback.print_exc()
+        click.echo(f"piebench: internal error: {type(err).__name__}: {err} (rerun with --debug for the "
+                   f"traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

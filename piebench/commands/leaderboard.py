@@ -1,0 +1,36 @@
+"""``piebench leaderboard``: tables of the finished runs under a runs directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from ..leaderboard import collect, leaderboard_tables, render_markdown
+
+
+@click.command("leaderboard")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--protocol", default=None, help="Only this protocol.")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]), default="md", show_default=True)
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Write files here instead of printing.")
+def leaderboard(runs_dir: str, protocol: str | None, fmt: str, out: str | None) -> None:
+    """One table per evaluation spec of the finished runs in RUNS_DIR."""
+    if not Path(runs_dir).is_dir():
+        raise UsageError(f"runs directory not found: {runs_dir}; pass --runs-dir")
+    tables = leaderboard_tables(collect(runs_dir, protocol))
+    if fmt == "md":
+        text = render_markdown(tables)
+    elif fmt == "csv":
+        text = "\n".join(t.assign(protocol=s["protocol"], version=s["version"]).to_csv(index=False) for s, t in tables)
+    else:
+        text = "\n".join(f"<h2>{s['protocol']} v{s['version']}</h2>" + t.to_html(index=False) for s, t in tables)
+    if out:
+        from ..runs import atomic_write_text
+
+        path = Path(out) / f"leaderboard.{fmt}"
+        atomic_write_text(path, text)
+        click.echo(f"wrote {path}")
+    else:
+        click.echo(text)

@@ -1,0 +1,85 @@
+"""``piebench list``: installed encoders, enhancers, losses, datasets, metrics and plugins."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..plugins import get_manager
+
+_KINDS = {"encoders": "encoder", "enhancers": "enhancer", "losses": "loss", "datasets": "dataset",
+          "metrics": "metric"}
+
+
+def count_parameters(spec, configuration: str) -> int | None:
+    """Parameters of a model built with a configuration (None if it cannot be built here)."""
+    from ..interfaces import BuildContext
+
+    try:
+        ctx = BuildContext(num_users=10, num_refs=3, image_size=64)
+        if spec.kind == "enhancer":
+            enc = get_manager().registry.all("encoder")
+            ctx.encoder = _pick_encoder(spec, enc, ctx)
+        model = spec.create(ctx, configuration)
+        return int(sum(p.numel() for p in model.parameters()))
+    except Exception:  # noqa: BLE001 - a model needing staged weights or a missing encoder
+        return None
+
+
+def _pick_encoder(spec, encoders, ctx):
+    """An encoder (small configuration) providing what the enhancer consumes."""
+    wants = set(spec.meta.get("consumes", ()))
+    preferred = sorted(encoders, key=lambda s: (s.name not in ("angular", "star"), s.name))
+    for e in preferred:
+        try:
+            enc = e.create(ctx, None)
+        except Exception:  # noqa: BLE001
+            continue
+        if wants <= set(enc.provides):
+            return enc
+    return None
+
+
+@click.command("list")
+@click.argument("what", required=False, default="all",
+                type=click.Choice(["all", "encoders", "enhancers", "losses", "datasets", "metrics", "plugins"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--params/--no-params", default=None,
+              help="Count parameters of small and paper configurations (default: on with --json for models).")
+def list_cmd(what: str, as_json: bool, params: bool | None) -> None:
+    """Show what is installed, which plugin (and version) provides it, and a description."""
+    from tabulate import tabulate
+
+    manager = get_manager()
+    if what == "plugins":
+        rows = [{"plugin": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
+                 "hooks": ", ".join(p.hooks), "status": f"error: {p.error}" if p.error else "ok"}
+                for p in sorted(manager.plugins.values(), key=lambda p: p.name)]
+        click.echo(json.dumps(rows, indent=2) if as_json else tabulate(rows, headers="keys", tablefmt="github"))
+        return
+    kinds = list(_KINDS) if what == "all" else [what]
+    count = params if params is not None else (as_json and what in ("encoders", "enhancers"))
+    out: dict[str, list] = {}
+    for kind_name in kinds:
+        rows = []
+        for spec in manager.registry.all(_KINDS[kind_name]):
+            row = {"name": spec.name, "plugin": spec.plugin, "plugin_version": spec.plugin_version,
+                   "version": spec.version, "description": spec.description, "paper": spec.paper,
+                   "configurations": list(spec.configurations)}
+            if count and spec.kind in ("encoder", "enhancer"):
+                row["parameters"] = {c: count_parameters(spec, c) for c in spec.configurations or ["default"]}
+            if as_json:
+                row["meta"] = {k: v for k, v in spec.meta.items() if isinstance(v, str | int | float | list | tuple | bool)}
+            rows.append(row)
+        out[kind_name] = rows
+    if as_json:
+        click.echo(json.dumps(out if what == "all" else out[what], indent=2, default=str))
+        return
+    for kind_name, rows in out.items():
+        click.echo(f"\n{kind_name}:")
+        table = [{"name": r["name"], "plugin": f"{r['plugin']} {r['plugin_version']}".strip(),
+                  "description": r["description"], "paper": r["paper"],
+                  **({"parameters": ", ".join(f"{k}: {v:,}" if v else f"{k}: –" for k, v in r["parameters"].items())}
+                     if "parameters" in r else {})} for r in rows]
+        click.echo(tabulate(table, headers="keys", tablefmt="github") if table else "(none)")

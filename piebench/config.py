@@ -1,0 +1,274 @@
+"""Protocols, overrides and the resolved run configuration.
+
+A protocol (``piebench/protocols/<name>.toml``, versioned) has an ``[eval]`` table -- the
+*evaluation spec*: dataset and its parameters, references per preference, reference draws,
+metrics: what makes two results comparable -- and a ``[train]`` table -- the *training
+recipe*: named schedules (``two-stage``, ``joint``), each a list of stages with the modules
+that train, losses with weights, steps and learning rates per module.
+
+:func:`resolve` turns a protocol plus CLI overrides into a plain, JSON-able config dict;
+:func:`eval_hash` / :func:`train_hash` / :func:`run_key` hash its parts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError, did_you_mean
+
+_EVAL_KEYS = {"dataset", "data", "refs", "draws", "max_photos", "seed", "metrics", "batch_photos"}
+_TRAIN_KEYS = {"schedule", "schedules", "batch_users", "per_user", "refs", "checkpoint_every",
+               "augment", "encoder_config", "enhancer_config", "threads", "grad_clip"}
+_STAGE_KEYS = {"name", "steps", "train", "losses", "lr", "schedule", "warmup"}
+_TOP_KEYS = {"name", "version", "description", "ranking", "eval", "train"}
+
+
+def protocol_names() -> list[str]:
+    """Names of the protocols shipped with piebench."""
+    return sorted(p.name[:-5] for p in resources.files("piebench.protocols").iterdir() if p.name.endswith(".toml"))
+
+
+def load_protocol(name_or_path: str) -> dict[str, Any]:
+    """A protocol by name (shipped) or by path to a TOML file, validated."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.exists():
+        if not path.is_file():
+            raise UsageError(f"protocol file not found: {name_or_path}")
+        text = path.read_text()
+        origin = str(path)
+    else:
+        names = protocol_names()
+        if name_or_path not in names:
+            raise UsageError(f"unknown protocol '{name_or_path}'{did_you_mean(name_or_path, names)}; "
+                             f"choose one of: {', '.join(names)} (or give a .toml path)")
+        text = resources.files("piebench.protocols").joinpath(f"{name_or_path}.toml").read_text()
+        origin = f"piebench/protocols/{name_or_path}.toml"
+    try:
+        proto = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"protocol {origin} is not valid TOML: {err}") from None
+    _validate_protocol(proto, origin)
+    return proto
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise UsageError(f"{where}: unknown key '{key}'{did_you_mean(key, sorted(allowed))}; "
+                             f"allowed: {', '.join(sorted(allowed))}")
+
+
+def _validate_protocol(proto: dict, origin: str) -> None:
+    _check_keys(proto, _TOP_KEYS, origin)
+    for key in ("name", "version", "eval", "train"):
+        if key not in proto:
+            raise UsageError(f"{origin}: missing required key '{key}'")
+    _check_keys(proto["eval"], _EVAL_KEYS, f"{origin} [eval]")
+    _check_keys(proto["train"], _TRAIN_KEYS, f"{origin} [train]")
+    schedules = proto["train"].get("schedules", {})
+    if not schedules:
+        raise UsageError(f"{origin} [train]: no schedules defined")
+    for sname, sched in schedules.items():
+        for i, stage in enumerate(sched.get("stages", [])):
+            _check_keys(stage, _STAGE_KEYS, f"{origin} [train.schedules.{sname}] stage {i}")
+
+
+# -- overrides --------------------------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """A CLI value as TOML would read it (numbers, booleans, lists), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value)."""
+    if "=" not in item:
+        raise UsageError(f"--set expects KEY=VALUE (e.g. train.batch_users=4), got '{item}'")
+    key, _, value = item.partition("=")
+    parts = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in parts):
+        raise UsageError(f"--set: invalid key '{key}' in '{item}'")
+    return parts, parse_value(value.strip())
+
+
+def parse_loss(item: str) -> tuple[str, float]:
+    """``NAME[:WEIGHT]`` -> (name, weight); the weight defaults to NaN (= the loss's default)."""
+    name, sep, weight = item.partition(":")
+    name = name.strip()
+    if not name:
+        raise UsageError(f"--loss expects NAME[:WEIGHT] (e.g. gram:0.01), got '{item}'")
+    if not sep:
+        return name, float("nan")
+    try:
+        value = float(weight)
+    except ValueError:
+        raise UsageError(f"--loss {item}: weight '{weight}' is not a number (e.g. gram:0.01)") from None
+    if not value >= 0 or value == float("inf"):
+        raise UsageError(f"--loss {item}: weight must be a finite number >= 0")
+    return name, value
+
+
+def _set_path(cfg: dict, parts: list[str], value: Any, item: str) -> None:
+    node: Any = cfg
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            try:
+                node = node[int(part)]
+            except (ValueError, IndexError):
+                raise UsageError(f"--set {item}: '{part}' is not a valid index") from None
+            continue
+        if part not in node:
+            if parts[0] == "eval" and len(parts) > 2 and parts[1] == "data":
+                node[part] = {}
+            else:
+                raise UsageError(f"--set {item}: unknown key '{'.'.join(parts[: i + 1])}'"
+                                 f"{did_you_mean(part, sorted(node))}")
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        try:
+            node[int(last)] = value
+        except (ValueError, IndexError):
+            raise UsageError(f"--set {item}: '{last}' is not a valid index") from None
+        return
+    data_param = parts[:2] == ["eval", "data"] or parts[:2] == ["encoder", "params"] or parts[:2] == ["enhancer", "params"]
+    if last not in node and not data_param:
+        raise UsageError(f"--set {item}: unknown key '{'.'.join(parts)}'{did_you_mean(last, sorted(node))}; "
+                         f"known here: {', '.join(sorted(node))}")
+    node[last] = value
+
+
+def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str | None = None,
+            refs: int | None = None, losses: list[str] = (), lr_encoder: float | None = None,
+            lr_enhancer: float | None = None, steps: int | None = None, seed: int = 0,
+            device: str = "cpu", sets: list[str] = (), blind: bool = False, pretrained: bool = False,
+            encoder_config: str | None = None, enhancer_config: str | None = None,
+            dataset: str | None = None) -> dict[str, Any]:
+    """The full run configuration from a protocol and the CLI's overrides."""
+    proto = load_protocol(protocol) if isinstance(protocol, str) else copy.deepcopy(protocol)
+    train = copy.deepcopy(proto["train"])
+    sched_name = schedule or train.get("schedule", "two-stage")
+    schedules = train.pop("schedules")
+    if sched_name not in schedules:
+        raise UsageError(f"unknown schedule '{sched_name}'{did_you_mean(sched_name, sorted(schedules))}; "
+                         f"choose one of: {', '.join(sorted(schedules))}")
+    train["schedule"] = sched_name
+    train["stages"] = copy.deepcopy(schedules[sched_name]["stages"])
+    cfg: dict[str, Any] = {
+        "protocol": {"name": proto["name"], "version": proto["version"],
+                     "description": proto.get("description", ""), "ranking": proto.get("ranking", True)},
+        "encoder": {"name": encoder, "configuration": encoder_config or train.pop("encoder_config", "small"),
+                    "pretrained": bool(pretrained), "params": {}},
+        "enhancer": {"name": enhancer, "configuration": enhancer_config or train.pop("enhancer_config", "small"),
+                     "params": {}},
+        "blind": bool(blind),
+        "seed": int(seed),
+        "device": device,
+        "eval": copy.deepcopy(proto["eval"]),
+        "train": train,
+        "overrides": [],
+    }
+    train.pop("encoder_config", None)
+    train.pop("enhancer_config", None)
+    cfg["eval"].setdefault("data", {})
+    if dataset:
+        name, _, arg = dataset.partition(":")
+        cfg["eval"]["dataset"] = name
+        cfg["eval"]["data"] = {"root": arg} if arg else {}
+        cfg["overrides"].append(f"dataset={dataset}")
+    if refs is not None:
+        if refs < 1:
+            raise UsageError(f"--refs must be at least 1, got {refs}")
+        cfg["train"]["refs"] = cfg["eval"]["refs"] = int(refs)
+        cfg["overrides"].append(f"refs={refs}")
+    if steps is not None:
+        if steps < 1:
+            raise UsageError(f"--steps must be at least 1, got {steps}")
+        total = sum(s["steps"] for s in cfg["train"]["stages"])
+        left = steps
+        for i, stage in enumerate(cfg["train"]["stages"]):
+            n = left if i == len(cfg["train"]["stages"]) - 1 else max(1, round(stage["steps"] * steps / total))
+            stage["steps"] = max(1, min(n, left - (len(cfg["train"]["stages"]) - 1 - i)))
+            left -= stage["steps"]
+        cfg["overrides"].append(f"steps={steps}")
+    for item in losses:
+        name, weight = parse_loss(item)
+        for stage in cfg["train"]["stages"]:
+            if "enhancer" in stage["train"]:
+                if weight == 0:
+                    stage["losses"].pop(name, None)
+                else:
+                    stage["losses"][name] = weight
+        cfg["overrides"].append(f"loss.{name}={'default' if weight != weight else weight}")
+    for key, value in (("encoder", lr_encoder), ("enhancer", lr_enhancer)):
+        if value is None:
+            continue
+        if not value > 0:
+            raise UsageError(f"--lr-{key} must be > 0, got {value}")
+        for stage in cfg["train"]["stages"]:
+            if "enhancer" in stage["train"] and key in stage["lr"]:
+                stage["lr"][key] = float(value)
+        cfg["overrides"].append(f"lr.{key}={value}")
+    for item in sets:
+        parts, value = parse_set(item)
+        _set_path(cfg, parts, value, item)
+        cfg["overrides"].append(item)
+    _validate_resolved(cfg)
+    return cfg
+
+
+def _validate_resolved(cfg: dict) -> None:
+    ev, tr = cfg["eval"], cfg["train"]
+    for where, key in (("eval", "refs"), ("train", "refs"), ("eval", "draws"), ("train", "batch_users"),
+                       ("train", "per_user"), ("train", "checkpoint_every")):
+        value = cfg[where].get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UsageError(f"{where}.{key} must be an integer >= 1, got {value!r}")
+    if tr["per_user"] < 2:
+        raise UsageError("train.per_user must be at least 2 so that every anchor has a positive")
+    for i, stage in enumerate(tr["stages"]):
+        if not isinstance(stage.get("steps"), int) or stage["steps"] < 1:
+            raise UsageError(f"train.stages.{i}.steps must be an integer >= 1, got {stage.get('steps')!r}")
+        for mod in stage.get("train", []):
+            if mod not in ("encoder", "enhancer"):
+                raise UsageError(f"train.stages.{i}.train: unknown module '{mod}' (encoder or enhancer)")
+        for name, weight in stage.get("losses", {}).items():
+            if not isinstance(weight, int | float) or weight < 0:
+                raise UsageError(f"train.stages.{i}.losses.{name} must be a number >= 0, got {weight!r}")
+        for mod, lr in stage.get("lr", {}).items():
+            if not isinstance(lr, int | float) or lr <= 0:
+                raise UsageError(f"train.stages.{i}.lr.{mod} must be a number > 0, got {lr!r}")
+    if not ev.get("metrics"):
+        raise UsageError("eval.metrics is empty")
+
+
+def canonical_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (first 16 hex digits)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def eval_hash(cfg: dict, data_recipe_hash: str = "") -> str:
+    """What makes two results comparable: dataset recipe, references, draws, metrics."""
+    spec = {k: v for k, v in cfg["eval"].items()}
+    spec["data_recipe_hash"] = data_recipe_hash
+    spec["protocol"] = [cfg["protocol"]["name"], cfg["protocol"]["version"]]
+    return canonical_hash(spec)
+
+
+def train_hash(cfg: dict) -> str:
+    """The training recipe: stages, losses, steps, learning rates, batch, models, blindness."""
+    return canonical_hash({"train": cfg["train"], "encoder": cfg["encoder"], "enhancer": cfg["enhancer"],
+                           "blind": cfg["blind"]})
+
+
+def run_key(cfg: dict) -> str:
+    """Identity of a run: same key = same config and seed (resume and sweeps skip by it)."""
+    return canonical_hash({k: v for k, v in cfg.items() if k not in ("overrides", "device")})

@@ -1,0 +1,141 @@
+"""The evaluation loop: every model is scored on the same frozen reference manifest.
+
+For each test photo and reference draw, every user's Preference is computed from that
+user's manifest references and the photo is enhanced under each of them. That gives the
+fidelity metrics per (photo, user), the identity baseline, and the control matrices
+``d(out_u, t_v)`` from which preference sensitivity (own preference vs others') and the
+steering score follow. Per-image values are kept so that paired statistics need no rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .interfaces import Encoder, Enhancer
+
+
+@dataclass
+class EvalResult:
+    """Per-image rows, control matrices and embeddings of one evaluation."""
+
+    per_image: pd.DataFrame
+    mse_out_tgt: np.ndarray  # [G, U, U]: d(out_u, t_v) per (photo, draw) group, NaN where missing
+    mse_tgt_tgt: np.ndarray  # [G, U, U]: d(t_u, t_v)
+    group_photos: np.ndarray  # [G] photo id of each group
+    embeddings: np.ndarray  # [M, D] encoder.embed of test targets (draw 0)
+    embedding_users: np.ndarray
+    embedding_photos: np.ndarray
+    vectors: np.ndarray  # [M, D] preference vectors (draw 0)
+    vector_users: np.ndarray
+    vector_photos: np.ndarray
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+def _mse_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[U, U]`` per-image mean squared error between every row of a and every row of b."""
+    return torch.stack([((a[i : i + 1] - b) ** 2).flatten(1).mean(1) for i in range(a.shape[0])])
+
+
+@torch.no_grad()
+def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict, *,
+             metrics: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+             pairs: bool, device: str = "cpu", progress: bool = True,
+             unavailable: dict[str, str] | None = None) -> EvalResult:
+    """Score ``encoder`` + ``enhancer`` on every (photo, user, draw) of ``manifest``."""
+    from tqdm import tqdm
+
+    from .data.manifest import eval_batches
+
+    encoder.eval()
+    enhancer.eval()
+    users = dataset.users
+    U = len(users)
+    rows: list[dict[str, Any]] = []
+    mot, mtt, gphotos = [], [], []
+    emb, emb_u, emb_p, vec, vec_u, vec_p = [], [], [], [], [], []
+    n_groups = len({(it["photo"], it["draw"]) for it in manifest["items"]})
+    bar = tqdm(total=n_groups, desc="evaluate", unit="photo", disable=not progress, leave=False)
+    for photo, draw, batch in eval_batches(dataset, manifest, pairs=pairs, device=device):
+        pref = encoder(batch.refs)
+        out = enhancer(batch.input, pref).float().clamp(0, 1)
+        target = batch.target.float()
+        values = {name: fn(out, target).detach().double().cpu().numpy() for name, fn in metrics.items()}
+        identity = metrics["psnr"](batch.input.float(), target).double().cpu().numpy() if "psnr" in metrics else None
+        d_out = _mse_matrix(out, target).double().cpu().numpy()  # [u_out, v_tgt]
+        d_tgt = _mse_matrix(target, target).double().cpu().numpy()
+        psnr_m = -10 * np.log10(np.maximum(d_out, 1e-12))
+        uid = batch.user.cpu().numpy()
+        n = len(uid)
+        for i, u in enumerate(uid):
+            others = [j for j in range(n) if j != i]
+            row = {"photo": int(photo), "scene": dataset.photos[photo].scene, "draw": int(draw), "user": int(u),
+                   "user_name": users[u].name, "seen": bool(users[u].seen)}
+            for name, val in values.items():
+                row[name] = float(val[i])
+            if identity is not None:
+                row["identity_psnr"] = float(identity[i])
+            # own preference vs every other user's preference, scored against u's target
+            row["sensitivity"] = float(psnr_m[i, i] - psnr_m[others, i].mean()) if others else float("nan")
+            rows.append(row)
+        full_out = np.full((U, U), np.nan)
+        full_tgt = np.full((U, U), np.nan)
+        full_out[np.ix_(uid, uid)] = d_out
+        full_tgt[np.ix_(uid, uid)] = d_tgt
+        mot.append(full_out)
+        mtt.append(full_tgt)
+        gphotos.append(photo)
+        if draw == 0:
+            emb.append(encoder.embed(target).float().cpu().numpy())
+            emb_u.append(uid)
+            emb_p.append(np.full(n, photo))
+            vec.append(pref.vector.float().cpu().numpy())
+            vec_u.append(uid)
+            vec_p.append(np.full(n, photo))
+        bar.update(1)
+    bar.close()
+
+    def cat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros((0,))
+
+    return EvalResult(
+        per_image=pd.DataFrame(rows), mse_out_tgt=np.stack(mot), mse_tgt_tgt=np.stack(mtt),
+        group_photos=np.asarray(gphotos), embeddings=cat(emb), embedding_users=cat(emb_u),
+        embedding_photos=cat(emb_p), vectors=cat(vec), vector_users=cat(vec_u), vector_photos=cat(vec_p),
+        unavailable=dict(unavailable or {}),
+    )
+
+
+def summarize(result: EvalResult, metric_names: list[str], seed: int = 0) -> dict[str, Any]:
+    """Means per group (all / seen / unseen users) with bootstrap CIs clustered by photo."""
+    from .stats import bootstrap_ci
+
+    df = result.per_image
+    summary: dict[str, Any] = {}
+    for group, sel in (("all", np.ones(len(df), bool)), ("seen", df["seen"].to_numpy()),
+                       ("unseen", ~df["seen"].to_numpy())):
+        part = df[sel]
+        if part.empty:
+            continue
+        g: dict[str, Any] = {"n_images": int(len(part)), "n_photos": int(part["photo"].nunique()),
+                             "n_users": int(part["user"].nunique())}
+        for name in [*metric_names, "identity_psnr", "sensitivity"]:
+            if name not in part or part[name].isna().all():
+                continue
+            vals = part[name].to_numpy(dtype=float)
+            keep = np.isfinite(vals)
+            ci = bootstrap_ci(vals[keep], clusters=part["photo"].to_numpy()[keep], seed=seed)
+            g[name] = {"mean": float(ci.mean), "ci": [float(ci.lo), float(ci.hi)]}
+        if "psnr" in g and "identity_psnr" in g:
+            diff = (part["psnr"] - part["identity_psnr"]).to_numpy(dtype=float)
+            ci = bootstrap_ci(diff, clusters=part["photo"].to_numpy(), seed=seed)
+            g["gain_over_identity"] = {"mean": float(ci.mean), "ci": [float(ci.lo), float(ci.hi)]}
+        summary[group] = g
+    for name, why in result.unavailable.items():
+        summary.setdefault("unavailable", {})[name] = why
+    return summary

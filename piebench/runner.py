@@ -1,0 +1,243 @@
+"""One experiment end to end: build, train (or resume), evaluate, write the record.
+
+Nothing is written until the configuration, the plugins and the models have been checked,
+so bad input leaves no run directory behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import config as C
+from .build import (Components, build_dataset, build_losses, build_metrics, build_models, plan_stages,
+                    resolve_device)
+from .errors import RunFailed, UsageError
+from .plugins import get_manager
+from .runs import (atomic_write_json, atomic_write_text, base_record, find_runs, new_run_id, now,
+                   probe_writable, run_group_dir, run_lock)
+
+
+@dataclass
+class RunContext:
+    """What lifecycle hooks receive: the resolved config, the run directory, the record."""
+
+    config: dict[str, Any]
+    run_dir: Path
+    record: dict[str, Any]
+
+
+def _plugins_used(cfg: dict, registry: Any) -> dict[str, Any]:
+    used = {}
+    for kind, name in (("encoder", cfg["encoder"]["name"]), ("enhancer", cfg["enhancer"]["name"]),
+                       ("dataset", cfg["eval"]["dataset"])):
+        spec = registry.get(kind, name)
+        used[f"{kind}:{name}"] = {"plugin": spec.plugin, "plugin_version": spec.plugin_version,
+                                  "version": spec.version, "paper": spec.paper}
+    return used
+
+
+def _pin_determinism(cfg: dict, device: str) -> None:
+    threads = int(cfg["train"].get("threads", 0) or 0)
+    if threads > 0 and device == "cpu":
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(device == "cpu", warn_only=True)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = False
+
+
+def prepare(cfg: dict, device: str) -> tuple[Components, Any, dict, dict]:
+    """Build everything a run needs (no files written): components, metrics, manifest."""
+    from .data.manifest import build_manifest
+
+    manager = get_manager()
+    registry = manager.registry
+    registry.get("encoder", cfg["encoder"]["name"])
+    registry.get("enhancer", cfg["enhancer"]["name"])
+    for stage in cfg["train"]["stages"]:
+        for name in stage.get("losses", {}):
+            if name != "metric":
+                registry.get("loss", name)
+    for name in cfg["eval"]["metrics"]:
+        registry.get("metric", name)
+    _pin_determinism(cfg, device)
+    dataset = build_dataset(cfg, registry)
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    encoder, enhancer = build_models(cfg, registry, dataset)
+    stages, notes = plan_stages(cfg, encoder, enhancer)
+    losses = build_losses(stages, registry, dataset, encoder, cfg["train"]["refs"])
+    encoder.to(device)
+    enhancer.to(device)
+    for loss in losses.values():
+        loss.to(device)
+    comps = Components(dataset=dataset, encoder=encoder, enhancer=enhancer, losses=losses, stages=stages,
+                       notes=notes)
+    metrics, unavailable = build_metrics(cfg["eval"]["metrics"], registry)
+    manifest = build_manifest(dataset, refs=cfg["eval"]["refs"], draws=cfg["eval"]["draws"],
+                              seed=cfg["eval"]["seed"], max_photos=cfg["eval"].get("max_photos"))
+    return comps, metrics, unavailable, manifest
+
+
+def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, resume_from: str | None = None,
+                   progress: bool = True) -> tuple[Path, dict]:
+    """Train and evaluate ``cfg``; returns the run directory and the final record."""
+    from .data.sampler import TrainSampler
+    from .evaluate import evaluate, summarize
+    from .train import Trainer, latest_checkpoint
+
+    runs_dir = Path(runs_dir)
+    device = resolve_device(cfg["device"])
+    key = C.run_key(cfg)
+    cfg["_run_key"] = key
+    comps, metrics, unavailable, manifest = prepare(cfg, device)
+    probe_writable(runs_dir)
+    registry = get_manager().registry
+    e_hash = C.eval_hash(cfg, comps.dataset.recipe_hash)
+    t_hash = C.train_hash(cfg)
+
+    with run_lock(runs_dir, key):
+        run_dir, state = _choose_run_dir(cfg, runs_dir, key, resume, resume_from)
+        fresh = state is None and not (run_dir / "record.json").exists()
+        try:
+            if fresh:
+                record = base_record(cfg, key=key, eval_hash=e_hash, train_hash=t_hash,
+                                     plugins=_plugins_used(cfg, registry), device=device)
+            else:
+                record = _load_record(run_dir)
+            record["status"] = "running"
+            record["notes"] = comps.notes
+            record["encoder"]["pretrained_from"] = getattr(comps.encoder, "pretrained_from", "")
+            record["parameters"] = {
+                "encoder": sum(p.numel() for p in comps.encoder.parameters()),
+                "enhancer": sum(p.numel() for p in comps.enhancer.parameters()),
+            }
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            atomic_write_json(run_dir / "config.json", {k: v for k, v in cfg.items() if not k.startswith("_")})
+            atomic_write_json(run_dir / "manifest.json", manifest)
+            atomic_write_json(run_dir / "record.json", record)
+        except BaseException:
+            if fresh:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        ctx = RunContext(config=cfg, run_dir=run_dir, record=record)
+        hook = get_manager().hook
+        pairs = "inputs" in comps.encoder.requires
+        sampler = TrainSampler(comps.dataset, batch_users=cfg["train"]["batch_users"],
+                               per_user=cfg["train"]["per_user"], refs=cfg["train"]["refs"], pairs=pairs,
+                               seed=cfg["seed"], augment=cfg["train"].get("augment", True), device="cpu")
+        trainer = Trainer(comps, sampler, cfg, run_dir / "checkpoints", device=device,
+                          log_path=run_dir / "train_log.jsonl", hook=hook, run=ctx, progress=progress)
+        resumed_from = 0
+        if state is not None:
+            trainer.load_checkpoint(state)
+            resumed_from = trainer.step
+        elif not fresh:
+            found = latest_checkpoint(run_dir / "checkpoints")
+            if found:
+                trainer.load_checkpoint(found[1])
+                resumed_from = trainer.step
+        if resumed_from == 0:
+            atomic_write_text(run_dir / "train_log.jsonl", "")
+        record["resumed_from_step"] = resumed_from
+        if resumed_from and progress:
+            print(f"piebench: resuming {run_dir} from step {resumed_from} of {trainer.total}")
+        hook.on_run_start(run=ctx)
+        t0 = time.perf_counter()
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            trainer.save_checkpoint()
+            _finish(record, run_dir, "interrupted", t0, trainer, hook, ctx,
+                    reason=f"interrupted at step {trainer.step}; resume with the same command and --resume")
+            raise RunFailed(f"interrupted at step {trainer.step} of {trainer.total}; checkpoint saved in "
+                            f"{run_dir}; resume with the same command plus --resume") from None
+        except RunFailed as err:
+            _finish(record, run_dir, "failed", t0, trainer, hook, ctx, reason=str(err))
+            raise
+        except Exception as err:
+            _finish(record, run_dir, "failed", t0, trainer, hook, ctx, reason=f"{type(err).__name__}: {err}")
+            raise
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        result = evaluate(comps.encoder, comps.enhancer, comps.dataset, manifest, metrics=metrics, pairs=pairs,
+                          device=device, progress=progress, unavailable=unavailable)
+        result.per_image.to_csv(run_dir / "per_image.csv.tmp", index=False)
+        os.replace(run_dir / "per_image.csv.tmp", run_dir / "per_image.csv")
+        np.savez(run_dir / "control.npz", mse_out_tgt=result.mse_out_tgt, mse_tgt_tgt=result.mse_tgt_tgt,
+                 group_photos=result.group_photos, embeddings=result.embeddings,
+                 embedding_users=result.embedding_users, embedding_photos=result.embedding_photos,
+                 vectors=result.vectors, vector_users=result.vector_users, vector_photos=result.vector_photos)
+        summary = summarize(result, list(metrics), seed=cfg["seed"])
+        summary.update(_diagnostics(result, comps, run_dir, cfg))
+        record["metrics"] = summary
+        record["metric_variants"] = {name: getattr(registry.get("metric", name), "meta", {}).get("variant", "")
+                                     for name in cfg["eval"]["metrics"]}
+        record["manifest_hash"] = manifest.get("hash")
+        record["timings"]["train_s"] = round(record["timings"].get("train_s", 0) + train_s, 3)
+        record["timings"]["eval_s"] = round(time.perf_counter() - t1, 3)
+        hook.on_eval_end(run=ctx, metrics=summary)
+        _finish(record, run_dir, "finished", t0, trainer, hook, ctx, count_time=False)
+    return run_dir, record
+
+
+def _diagnostics(result: Any, comps: Components, run_dir: Path, cfg: dict) -> dict[str, Any]:
+    """Preference diagnostics hook point (filled in by piebench.diagnostics when present)."""
+    try:
+        from .diagnostics import run_diagnostics
+    except ImportError:
+        return {}
+    return run_diagnostics(result, comps, run_dir, cfg)
+
+
+def _load_record(run_dir: Path) -> dict:
+    from .runs import load_record
+
+    return load_record(run_dir / "record.json")
+
+
+def _finish(record: dict, run_dir: Path, status: str, t0: float, trainer: Any, hook: Any, ctx: RunContext,
+            reason: str | None = None, count_time: bool = True) -> None:
+    record["status"] = status
+    if reason:
+        record["reason"] = reason
+    if count_time:
+        record["timings"]["train_s"] = round(record["timings"].get("train_s", 0) + time.perf_counter() - t0, 3)
+    record["finished" if status == "finished" else "stopped"] = now()
+    record["compute"] = {"steps": trainer.step, "total_steps": trainer.total, "images_seen": trainer.images_seen,
+                         "wall_s": round(sum(record["timings"].values()), 3)}
+    atomic_write_json(run_dir / "record.json", record)
+    hook.on_run_end(run=ctx, record=record)
+
+
+def _choose_run_dir(cfg: dict, runs_dir: Path, key: str, resume: bool,
+                    resume_from: str | None) -> tuple[Path, dict | None]:
+    """A new run directory, or the one to resume with its latest checkpoint."""
+    from .train import latest_checkpoint
+
+    if resume_from:
+        run_dir = Path(resume_from)
+        if not (run_dir / "record.json").exists():
+            raise UsageError(f"--resume-from {resume_from}: not a run directory (no record.json)")
+        rec = _load_record(run_dir)
+        if rec.get("run_key") != key:
+            raise UsageError(f"--resume-from {resume_from}: that run has a different configuration "
+                             f"(run key {rec.get('run_key')} != {key}); use the same flags it was started with")
+        found = latest_checkpoint(run_dir / "checkpoints")
+        return run_dir, found[1] if found else None
+    if resume:
+        for run_dir, rec in reversed(find_runs(runs_dir, key)):
+            if rec.get("status") != "finished":
+                found = latest_checkpoint(run_dir / "checkpoints")
+                return run_dir, found[1] if found else None
+    group = run_group_dir(runs_dir, cfg)
+    run_dir = group / new_run_id(cfg, key)
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir, None

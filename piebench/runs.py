@@ -1,0 +1,215 @@
+"""Run directories and records, written atomically (temp file, fsync, rename).
+
+Layout: ``<runs>/<protocol>/<encoder>+<enhancer>[+blind]/<run-id>/`` holding ``record.json``,
+``config.json``, ``manifest.json`` (the frozen evaluation references), ``per_image.csv``,
+``train_log.jsonl``, ``checkpoints/`` and figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import RunFailed, UsageError
+
+#: Version of the record.json layout; a record with a larger number needs a newer piebench.
+SCHEMA_VERSION = 1
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path} is not valid JSON ({err}); it may be corrupt") from None
+
+
+def load_record(path: str | Path) -> dict[str, Any]:
+    """A record.json, refusing one written by a newer piebench."""
+    rec = read_json(path)
+    if not isinstance(rec, dict) or "schema_version" not in rec:
+        raise UsageError(f"{path} is not a piebench run record (no schema_version)")
+    if rec["schema_version"] > SCHEMA_VERSION:
+        raise UsageError(f"{path} was written by piebench {rec.get('piebench_version', '?')} (record schema "
+                         f"{rec['schema_version']} > {SCHEMA_VERSION}); upgrade piebench to read it")
+    return rec
+
+
+def iter_records(runs_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every readable record under ``runs_dir`` (unreadable ones are skipped with a warning)."""
+    import sys
+
+    for path in sorted(Path(runs_dir).rglob("record.json")):
+        try:
+            yield path.parent, load_record(path)
+        except UsageError as err:
+            print(f"piebench: warning: skipping {err}", file=sys.stderr)
+
+
+def git_commit() -> str | None:
+    """The git commit of the piebench source tree, if it is a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: str) -> dict[str, Any]:
+    """torch / CUDA / device / threads for the record."""
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+           "threads": torch.get_num_threads(), "device": device, "cuda": torch.version.cuda}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+    return env
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def probe_writable(runs_dir: Path) -> None:
+    """Fail early (before training) when the runs directory cannot be written."""
+    if not runs_dir.parent.exists() and not runs_dir.exists():
+        raise UsageError(f"runs directory's parent does not exist: {runs_dir.parent}; create it or choose "
+                         f"another --runs-dir")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        probe = runs_dir / f".write-probe-{os.getpid()}"
+        with open(probe, "wb") as fh:
+            fh.write(b"x" * 65536)
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as err:
+        raise RunFailed(f"cannot write to runs directory {runs_dir}: {err.strerror or err}; free space or "
+                        f"choose another --runs-dir") from None
+
+
+def run_group_dir(runs_dir: Path, cfg: dict) -> Path:
+    name = f"{cfg['encoder']['name']}+{cfg['enhancer']['name']}" + ("+blind" if cfg.get("blind") else "")
+    return runs_dir / cfg["protocol"]["name"] / name
+
+
+def new_run_id(cfg: dict, key: str) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-s{cfg['seed']}-{key[:8]}-{os.getpid()}"
+
+
+def find_runs(runs_dir: Path, key: str) -> list[tuple[Path, dict]]:
+    """Runs with run key ``key`` under ``runs_dir``, oldest first."""
+    return [(d, r) for d, r in iter_records(runs_dir) if r.get("run_key") == key]
+
+
+@contextlib.contextmanager
+def run_lock(runs_dir: Path, key: str) -> Iterator[None]:
+    """An exclusive lock per run key, so two processes never run the same config at once."""
+    lock_dir = runs_dir / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{key}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFailed(f"another piebench process is running the same configuration (run key {key}); "
+                            f"wait for it or use another --runs-dir") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def base_record(cfg: dict, *, key: str, eval_hash: str, train_hash: str, plugins: dict, device: str) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "piebench_version": __version__,
+        "run_key": key,
+        "protocol": {**cfg["protocol"], "eval_hash": eval_hash, "train_hash": train_hash},
+        "encoder": cfg["encoder"],
+        "enhancer": cfg["enhancer"],
+        "blind": cfg["blind"],
+        "seed": cfg["seed"],
+        "overrides": cfg["overrides"],
+        "plugins": plugins,
+        "git_commit": git_commit(),
+        "environment": environment(device),
+        "status": "running",
+        "created": now(),
+        "timings": {},
+        "compute": {},
+        "metrics": {},
+    }

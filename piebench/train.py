@@ -1,0 +1,229 @@
+"""The training loop: stages, per-module parameter groups, atomic checkpoints, exact resume.
+
+A checkpoint holds everything the future depends on -- models, losses (centres, proxies),
+optimiser, scheduler, sampler RNG, torch RNG and the per-step loss log -- so a resumed run
+on CPU continues with exactly the batches, losses and weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .build import Components
+from .errors import RunFailed
+from .runs import atomic_torch_save, atomic_write_text
+
+
+def _lr_lambda(kind: str, steps: int, warmup: int):
+    def fn(i: int) -> float:
+        if warmup and i < warmup:
+            return (i + 1) / warmup
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(1, steps)))
+        return 1.0
+
+    return fn
+
+
+class Trainer:
+    """Runs a list of stages over a sampler, checkpointing into ``ckpt_dir``."""
+
+    def __init__(self, comps: Components, sampler: Any, cfg: dict, ckpt_dir: Path, *, device: str,
+                 log_path: Path, hook: Any = None, run: Any = None, progress: bool = True) -> None:
+        self.c = comps
+        self.sampler = sampler
+        self.cfg = cfg
+        self.ckpt_dir = ckpt_dir
+        self.device = device
+        self.log_path = log_path
+        self.hook = hook
+        self.run = run
+        self.progress = progress
+        self.every = int(cfg["train"]["checkpoint_every"])
+        self.grad_clip = cfg["train"].get("grad_clip")
+        self.log: list[dict[str, Any]] = []
+        self.step = 0  # global steps done
+        self.total = sum(s["steps"] for s in comps.stages)
+        self.images_seen = 0
+        self._opt: torch.optim.Optimizer | None = None
+        self._sched: Any = None
+        self._opt_stage = -1
+
+    # -- stage bookkeeping -----------------------------------------------------------------
+    def stage_at(self, step: int) -> tuple[int, int]:
+        """(stage index, steps done within it) for global step count ``step``."""
+        start = 0
+        for i, stage in enumerate(self.c.stages):
+            if step < start + stage["steps"]:
+                return i, step - start
+            start += stage["steps"]
+        return len(self.c.stages), 0
+
+    def _modules(self, stage: dict) -> dict[str, nn.Module]:
+        return {name: getattr(self.c, name) for name in ("encoder", "enhancer") if name in stage["train"]}
+
+    def _make_optimizer(self, idx: int) -> None:
+        stage = self.c.stages[idx]
+        groups = []
+        for name, module in self._modules(stage).items():
+            params = [p for p in module.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": float(stage["lr"].get(name, 1e-4)), "name": name})
+        enc_lr = float(stage["lr"].get("encoder", stage["lr"].get("enhancer", 1e-4)))
+        for name in stage["losses"]:
+            params = [p for p in self.c.losses[name].parameters() if p.requires_grad]
+            if params:
+                lr = self.c.losses[name].lr or enc_lr
+                groups.append({"params": params, "lr": float(lr), "name": f"loss.{name}"})
+        self._opt = torch.optim.Adam(groups)
+        self._sched = torch.optim.lr_scheduler.LambdaLR(
+            self._opt, _lr_lambda(stage.get("schedule", "constant"), stage["steps"], int(stage.get("warmup", 0))))
+        self._opt_stage = idx
+
+    def _set_modes(self, stage: dict) -> None:
+        for name in ("encoder", "enhancer"):
+            module = getattr(self.c, name)
+            module.train(name in stage["train"])
+        for loss in self.c.losses.values():
+            loss.train()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "stage": self._opt_stage,
+            "encoder": self.c.encoder.state_dict(),
+            "enhancer": self.c.enhancer.state_dict(),
+            "losses": {k: v.state_dict() for k, v in self.c.losses.items()},
+            "optimizer": self._opt.state_dict() if self._opt else None,
+            "scheduler": self._sched.state_dict() if self._sched else None,
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.startswith("cuda") else None,
+            "log": self.log,
+            "images_seen": self.images_seen,
+            "run_key": self.cfg.get("_run_key"),
+        }
+
+    def save_checkpoint(self) -> Path:
+        path = self.ckpt_dir / f"ckpt-{self.step:07d}.pt"
+        atomic_torch_save(self.state_dict(), path)
+        for old in sorted(self.ckpt_dir.glob("ckpt-*.pt"))[:-2]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_checkpoint(self, state: dict[str, Any]) -> None:
+        self.c.encoder.load_state_dict(state["encoder"])
+        self.c.enhancer.load_state_dict(state["enhancer"])
+        for k, sd in state["losses"].items():
+            self.c.losses[k].load_state_dict(sd)
+        self.step = int(state["step"])
+        self.log = list(state["log"])
+        self.images_seen = int(state.get("images_seen", 0))
+        self.sampler.load_state_dict(state["sampler"])
+        idx, _ = self.stage_at(self.step)
+        if state.get("optimizer") is not None and state["stage"] == idx:
+            self._make_optimizer(idx)
+            self._opt.load_state_dict(state["optimizer"])
+            self._sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self._write_log()
+
+    def _write_log(self) -> None:
+        import json
+
+        atomic_write_text(self.log_path, "".join(json.dumps(e) + "\n" for e in self.log))
+
+    # -- the loop --------------------------------------------------------------------------
+    def train_step(self, stage: dict) -> dict[str, float]:
+        batch = self.sampler.sample().to(self.device)
+        terms: dict[str, torch.Tensor] = {}
+        image_losses = {n: w for n, w in stage["losses"].items() if self.c.losses[n].kind == "image"}
+        emb_losses = {n: w for n, w in stage["losses"].items() if self.c.losses[n].kind == "embedding"}
+        if image_losses:
+            with torch.set_grad_enabled(True):
+                pref = self.c.encoder(batch.refs)
+                out = self.c.enhancer(batch.input, pref)
+            if out.shape != batch.target.shape:
+                raise RunFailed(f"enhancer '{self.cfg['enhancer']['name']}' returned shape {tuple(out.shape)}, "
+                                f"expected {tuple(batch.target.shape)}")
+            for name, w in image_losses.items():
+                terms[name] = w * self.c.losses[name](out, batch.target, batch)
+        if emb_losses:
+            emb = self.c.encoder.embed(batch.target)
+            for name, w in emb_losses.items():
+                terms[name] = w * self.c.losses[name](emb, batch.user)
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                raise RunFailed(f"non-finite loss at step {self.step + 1}: term '{name}' = {value.item()}; "
+                                f"the last good checkpoint is kept in {self.ckpt_dir}")
+        total = sum(terms.values())
+        self._opt.zero_grad(set_to_none=True)
+        total.backward()
+        params = [p for g in self._opt.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, float(self.grad_clip) if self.grad_clip else float("inf"))
+        if not torch.isfinite(norm):
+            raise RunFailed(f"non-finite gradients at step {self.step + 1} (loss terms: {', '.join(terms)}); "
+                            f"the last good checkpoint is kept in {self.ckpt_dir}")
+        self._opt.step()
+        self._sched.step()
+        self.images_seen += batch.input.shape[0]
+        entry = {"step": self.step + 1, "stage": stage["name"], "loss": float(total.detach())}
+        entry.update({k: float(v.detach()) for k, v in terms.items()})
+        return entry
+
+    def fit(self) -> None:
+        """Train from ``self.step`` to the end of the last stage."""
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", disable=not self.progress)
+        log_fh = open(self.log_path, "a")
+        try:
+            while self.step < self.total:
+                idx, _ = self.stage_at(self.step)
+                stage = self.c.stages[idx]
+                if self._opt_stage != idx:
+                    self._make_optimizer(idx)
+                self._set_modes(stage)
+                start = time.perf_counter()
+                entry = self.train_step(stage)
+                entry["time_s"] = round(time.perf_counter() - start, 4)
+                self.step += 1
+                self.log.append(entry)
+                log_fh.write(_json_line(entry))
+                log_fh.flush()
+                if self.hook is not None:
+                    self.hook.on_step_end(run=self.run, stage=stage["name"], step=self.step,
+                                          losses={k: v for k, v in entry.items() if k not in ("step", "stage")})
+                end_of_stage = self.stage_at(self.step)[0] != idx
+                if self.step % self.every == 0 or end_of_stage or self.step == self.total:
+                    self.save_checkpoint()
+                bar.set_postfix(stage=stage["name"], loss=f"{entry['loss']:.4f}")
+                bar.update(1)
+        finally:
+            log_fh.close()
+            bar.close()
+
+
+def _json_line(entry: dict) -> str:
+    import json
+
+    return json.dumps(entry) + "\n"
+
+
+def latest_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads, or None."""
+    for path in sorted(ckpt_dir.glob("ckpt-*.pt"), reverse=True):
+        try:
+            return path, torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - a damaged file: fall back to the previous one
+            continue
+    return None
