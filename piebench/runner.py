@@ -176,7 +176,7 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
                  embedding_users=result.embedding_users, embedding_photos=result.embedding_photos,
                  vectors=result.vectors, vector_users=result.vector_users, vector_photos=result.vector_photos)
         summary = summarize(result, list(metrics), seed=cfg["seed"])
-        summary.update(_diagnostics(result, comps, run_dir, cfg))
+        _diagnostics(result, comps, run_dir, cfg, manifest, device, summary)
         record["metrics"] = summary
         record["metric_variants"] = {name: getattr(registry.get("metric", name), "meta", {}).get("variant", "")
                                      for name in cfg["eval"]["metrics"]}
@@ -188,13 +188,19 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
     return run_dir, record
 
 
-def _diagnostics(result: Any, comps: Components, run_dir: Path, cfg: dict) -> dict[str, Any]:
-    """Preference diagnostics hook point (filled in by piebench.diagnostics when present)."""
-    try:
-        from .diagnostics import run_diagnostics
-    except ImportError:
-        return {}
-    return run_diagnostics(result, comps, run_dir, cfg)
+def _diagnostics(result: Any, comps: Components, run_dir: Path, cfg: dict, manifest: dict, device: str,
+                 summary: dict) -> None:
+    """Add steering, separability, probes and alarms to ``summary`` (figures go to run_dir)."""
+    from .diagnostics import alarms, run_diagnostics
+
+    diag = run_diagnostics(result, comps, run_dir, cfg, manifest=manifest, device=device)
+    for group, values in diag.pop("control").items():
+        summary.setdefault(group, {}).update(values)
+    for group, values in diag.get("separability", {}).items():
+        if "silhouette_cosine" in values:
+            summary.setdefault(group, {})["silhouette"] = {"mean": values["silhouette_cosine"]}
+    summary.update(diag)
+    summary["alarms"] = alarms(summary, diag.get("probes", {}))
 
 
 def _load_record(run_dir: Path) -> dict:

@@ -1,0 +1,171 @@
+"""Preference diagnostics computed in every run's evaluation.
+
+Answers two questions from one evaluation pass plus a few probe passes:
+
+* does the preference carry the user's taste? -- separability of the encoder's embeddings by
+  user (same-photo neighbours excluded), a ridge probe to the users' true parameters
+  (pie-synth), a t-SNE plot;
+* does the enhancer follow it? -- the steering score (1 = follows fully, 0 = ignores), the
+  control matrix heat map and accuracy, and probe passes that swap only the vector, only the
+  maps, or feed random vectors, so an enhancer wired to nothing is told apart from an encoder
+  whose vectors collapsed. When both the steering and the sensitivity intervals include 0
+  the record carries an alarm in plain words.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .interfaces import Preference
+
+
+def _group_users(dataset: Any, group: str) -> np.ndarray:
+    if group == "all":
+        return np.arange(dataset.num_users)
+    return np.array(dataset.user_ids(seen=(group == "seen")), dtype=int)
+
+
+def steering_for(result: Any, users: np.ndarray, seed: int) -> dict[str, Any] | None:
+    """Steering score + control accuracy for one user group, or None if undefined."""
+    from .errors import UsageError
+    from .metrics.control import control_accuracy, steering_score
+
+    if len(users) < 2:
+        return None
+    d_out = result.mse_out_tgt[:, users][:, :, users]
+    d_tgt = result.mse_tgt_tgt[:, users][:, :, users]
+    keep = ~np.isnan(d_out).any(axis=(1, 2))
+    if keep.sum() < 1:
+        return None
+    try:
+        st = steering_score(d_out[keep], d_tgt[keep], seed=seed)
+    except UsageError:
+        return None
+    psnr = -10 * np.log10(np.maximum(d_out[keep], 1e-12))
+    return {"steering": {"mean": st.score.mean, "ci": [st.score.lo, st.score.hi]},
+            "control_accuracy": control_accuracy(psnr), "control_chance": 1.0 / len(users)}
+
+
+@torch.no_grad()
+def probe_passes(comps: Any, manifest: dict, *, pairs: bool, device: str, max_groups: int = 6,
+                 seed: int = 0) -> dict[str, float]:
+    """How much the output moves when only the vector, only the maps, or a random vector changes.
+
+    Each value is the mean absolute output change (in [0, 1] units) relative to the change
+    when the whole Preference is swapped between users; ``vector_spread`` is the mean pairwise
+    cosine distance between users' preference vectors (0 = encoder collapse).
+    """
+    from .data.manifest import eval_batches
+
+    gen = torch.Generator().manual_seed(seed)
+    stats: dict[str, list[float]] = {"whole": [], "vector_only": [], "maps_only": [], "random_vector": [],
+                                     "vector_spread": []}
+    comps.encoder.eval()
+    comps.enhancer.eval()
+    for i, (_, _, batch) in enumerate(eval_batches(comps.dataset, manifest, pairs=pairs, device=device)):
+        if i >= max_groups:
+            break
+        n = batch.input.shape[0]
+        if n < 2:
+            continue
+        pref = comps.encoder(batch.refs)
+        perm = torch.roll(torch.arange(n), 1)
+        base = comps.enhancer(batch.input, pref).float().clamp(0, 1)
+
+        def moved(p: Preference) -> float:
+            return float((comps.enhancer(batch.input, p).float().clamp(0, 1) - base).abs().mean())
+
+        stats["whole"].append(moved(pref.take(perm)))
+        stats["vector_only"].append(moved(pref.replace(vector=pref.vector[perm.to(pref.vector.device)])))
+        if pref.maps is not None:
+            swapped = tuple(m[perm.to(m.device)] for m in pref.maps)
+            stats["maps_only"].append(moved(pref.replace(maps=swapped)))
+        rnd = torch.randn(pref.vector.shape, generator=gen).to(pref.vector)
+        rnd = rnd / rnd.norm(dim=1, keepdim=True) * pref.vector.norm(dim=1, keepdim=True)
+        stats["random_vector"].append(moved(pref.replace(vector=rnd)))
+        v = torch.nn.functional.normalize(pref.vector.float(), dim=1)
+        cos = v @ v.T
+        stats["vector_spread"].append(float((1 - cos[~torch.eye(n, dtype=torch.bool)]).mean()))
+    out = {k: float(np.mean(v)) for k, v in stats.items() if v}
+    return out
+
+
+def alarms(summary: dict[str, Any], probes: dict[str, float]) -> list[str]:
+    """Plain-language warnings when the preference does not steer the output."""
+    lines = []
+    for group in ("seen", "unseen"):
+        g = summary.get(group, {})
+        st, se = g.get("steering"), g.get("sensitivity")
+        if not st or not se:
+            continue
+        st_zero = st["ci"][0] <= 0 <= st["ci"][1]
+        se_zero = se["ci"][0] <= 0 <= se["ci"][1]
+        if st_zero and se_zero:
+            if probes.get("vector_spread", 1.0) < 1e-4:
+                why = "the encoder gives every user the same preference (encoder collapse)"
+            elif probes.get("random_vector", 1.0) < 1e-6 and probes.get("maps_only", 0.0) < 1e-6:
+                why = "the enhancer's output does not change with its preference input (disconnected)"
+            else:
+                why = "swapping preferences between users does not change the output measurably"
+            lines.append(f"the enhancer ignores the preference for {group} users: steering and sensitivity "
+                         f"confidence intervals include 0 ({why})")
+    return lines
+
+
+def run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest: dict | None = None,
+                    device: str = "cpu") -> dict[str, Any]:
+    """Every diagnostic of one evaluation, as record entries (figures written into run_dir)."""
+    from .metrics.control import control_heatmap
+    from .metrics.separability import ridge_probe, separability_report, tsne_plot
+
+    ds = comps.dataset
+    seed = cfg["seed"]
+    out: dict[str, Any] = {"figures": {}}
+    groups = {}
+    for group in ("seen", "unseen", "all"):
+        users = _group_users(ds, group)
+        st = steering_for(result, users, seed)
+        if st:
+            groups[group] = st
+    out["control"] = groups
+    names = [u.name for u in ds.users]
+    mean_psnr = -10 * np.log10(np.maximum(np.nanmean(result.mse_out_tgt, axis=0), 1e-12))
+    try:
+        out["figures"]["control_heatmap"] = str(control_heatmap(mean_psnr, names, run_dir / "control_heatmap.png")
+                                                .relative_to(run_dir))
+    except Exception as err:  # noqa: BLE001 - a figure must not fail the run
+        print(f"piebench: warning: control heat map not drawn: {err}", file=sys.stderr)
+    sep = {}
+    for group in ("seen", "unseen"):
+        users = set(_group_users(ds, group).tolist())
+        sel = np.array([u in users for u in result.embedding_users], bool)
+        if sel.sum() >= 6 and len(set(result.embedding_users[sel].tolist())) >= 2:
+            try:
+                sep[group] = separability_report(result.embeddings[sel], result.embedding_users[sel],
+                                                 result.embedding_photos[sel], seed=seed)
+            except Exception as err:  # noqa: BLE001
+                sep[group] = {"error": str(err)}
+    out["separability"] = sep
+    if getattr(ds, "user_params", None) is not None and len(result.vectors):
+        y = np.asarray(ds.user_params)[result.vector_users.astype(int)]
+        try:
+            out["probe_r2"] = ridge_probe(result.vectors, y, ds.param_names, groups=result.vector_users)
+        except Exception as err:  # noqa: BLE001
+            out["probe_r2"] = {"error": str(err)}
+    if len(result.embeddings) >= 5:
+        try:
+            path = tsne_plot(result.embeddings, result.embedding_users, run_dir / "tsne.png",
+                             title=f"{cfg['encoder']['name']} embeddings of test targets", seed=seed,
+                             user_names=dict(enumerate(names)))
+            out["figures"]["tsne"] = str(path.relative_to(run_dir))
+        except Exception as err:  # noqa: BLE001
+            print(f"piebench: warning: t-SNE not drawn: {err}", file=sys.stderr)
+    if manifest is not None:
+        pairs = "inputs" in comps.encoder.requires
+        out["probes"] = probe_passes(comps, manifest, pairs=pairs, device=device, seed=seed)
+    return out
