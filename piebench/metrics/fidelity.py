@@ -72,7 +72,10 @@ def _ssim(output: torch.Tensor, target: torch.Tensor, downsample: bool) -> torch
 
 
 def ssim(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SSIM per image (piq; Gaussian window 11, sigma 1.5, no downsampling), mean over RGB."""
+    """SSIM per image (piq; Gaussian window 11, sigma 1.5, no downsampling), mean over RGB.
+
+    Inputs are clamped to [0, 1] (piq refuses values outside the data range); H, W >= 11.
+    """
     return _ssim(output, target, downsample=False)
 
 
