@@ -9,16 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-
-from piebench.errors import UsageError
-from piebench.interfaces import BuildContext, RefSet
-from piebench.weights import load_torchvision_backbone, staged_weights
 from piebench_plugins.encoders._resnet import count_parameters
 from piebench_plugins.encoders.gram import build_gram
 from piebench_plugins.encoders.histogram import build_histogram
 from piebench_plugins.encoders.msm import build_msm
 from piebench_plugins.encoders.pienet import build_pienet
 from piebench_plugins.encoders.psp import build_psp
+
+from piebench.errors import UsageError
+from piebench.interfaces import BuildContext, RefSet
+from piebench.weights import load_torchvision_backbone, staged_weights
 
 TV_FC = 512 * 1000 + 1000  # torchvision ResNet-18's ImageNet classifier (unused by the encoders)
 
