@@ -1,0 +1,239 @@
+"""Enhance a person's photos with a trained run (their references) or with released weights.
+
+* :func:`load_run` rebuilds a run's encoder and enhancer from ``RUN_DIR/config.json`` and its
+  newest checkpoint (``checkpoints/ckpt-*.pt``: ``"encoder"`` / ``"enhancer"`` state dicts).
+* :func:`read_refs` loads a folder of preferred photos (or pairs ``input/`` + ``<edited>/``)
+  at the run's training resolution.
+* :func:`enhance_full` runs an enhancer on a whole photo: in one pass when the enhancer has a
+  full-resolution path (spec meta or attribute ``full_resolution``: curves, LUTs, bilateral
+  grids, per-pixel networks), otherwise in overlapping tiles blended with linear ramps.
+* :func:`write_index` writes ``index.html``: before / after thumbnails side by side.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import UsageError
+from .interfaces import Encoder, Enhancer, Preference, RefSet
+
+
+@dataclass
+class RunModels:
+    """A run's encoder and enhancer in eval mode, with the resolution they were trained at."""
+
+    encoder: Encoder
+    enhancer: Enhancer
+    resolution: tuple[int, int]
+    full_resolution: bool
+    config: dict
+    checkpoint: str
+
+
+def full_resolution_of(spec: Any, module: Any) -> bool:
+    """Whether an enhancer declares a full-resolution path (``full_resolution`` in meta or attribute)."""
+    return bool(spec.meta.get("full_resolution", False) or getattr(module, "full_resolution", False))
+
+
+def load_run(run_dir: str | pathlib.Path, device: str = "cpu") -> RunModels:
+    """The models of a finished (or checkpointed) run, rebuilt from its saved config."""
+    from .build import build_dataset, build_models
+    from .errors import PiebenchError
+    from .plugins import get_registry
+    from .train import latest_checkpoint
+
+    run_dir = pathlib.Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise UsageError(f"--run {run_dir}: not a run directory (no config.json); give a folder made by piebench run")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"{cfg_path} is unreadable ({err})") from None
+    found = latest_checkpoint(run_dir / "checkpoints")
+    if found is None:
+        raise UsageError(f"--run {run_dir}: no readable checkpoint in {run_dir}/checkpoints; the run saved none yet")
+    registry = get_registry()
+    try:
+        dataset = build_dataset(cfg, registry)
+    except PiebenchError as err:
+        raise UsageError(f"--run {run_dir}: its dataset is needed to rebuild the models' shapes and could "
+                         f"not be opened: {err}") from None
+    encoder, enhancer = build_models(cfg, registry, dataset)
+    state = found[1]
+    try:
+        encoder.load_state_dict(state["encoder"])
+        enhancer.load_state_dict(state["enhancer"])
+    except (KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"checkpoint {found[0]} does not fit the rebuilt models ({first})") from None
+    spec = registry.get("enhancer", cfg["enhancer"]["name"])
+    return RunModels(encoder.to(device).eval(), enhancer.to(device).eval(), tuple(dataset.resolution),
+                     full_resolution_of(spec, enhancer), cfg, str(found[0]))
+
+
+def _to_tensor(pixels: np.ndarray) -> Tensor:
+    arr = pixels.astype(np.float32) / 255.0 if pixels.dtype == np.uint8 else pixels.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+
+
+def read_refs(folder: str | pathlib.Path, resolution: tuple[int, int], pairs: bool,
+              max_refs: int | None = None) -> RefSet:
+    """A RefSet ``[1, N, 3, H, W]`` from a folder of preferred photos.
+
+    ``folder`` holds the edited photos directly, or ``input/`` plus one folder of edits (pairs
+    matched by name; required when the encoder needs reference pairs).
+    """
+    from .data.images import fit, list_images, read_image
+
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"--refs {folder}: folder not found")
+    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    inputs: list[pathlib.Path | None]
+    if (folder / "input").is_dir():
+        edited = [d for d in subdirs if d.name != "input"]
+        if len(edited) != 1:
+            raise UsageError(f"--refs {folder}: next to input/ there must be exactly one folder of edited photos, "
+                             f"found {[d.name for d in edited] or 'none'}")
+        by_stem = {p.stem: p for p in list_images(folder / "input")}
+        targets = [p for p in list_images(edited[0]) if p.stem in by_stem]
+        inputs = [by_stem[p.stem] for p in targets]
+    else:
+        if pairs:
+            raise UsageError(f"--refs {folder}: this encoder needs reference pairs; give {folder}/input/NAME and "
+                             f"{folder}/<edited>/NAME with the same names")
+        targets = list_images(folder)
+        inputs = [None] * len(targets)
+    if not targets:
+        raise UsageError(f"--refs {folder}: no reference photos (png, jpg, tif) found; add the photos whose "
+                         f"look you want")
+    if max_refs:
+        targets, inputs = targets[:max_refs], inputs[:max_refs]
+    h, w = resolution
+    tgt = torch.stack([_to_tensor(fit(read_image(p), h, w)[0]) for p in targets])[None]
+    inp = torch.stack([_to_tensor(fit(read_image(p), h, w)[0]) for p in inputs])[None] if pairs else None
+    return RefSet(targets=tgt, inputs=inp)
+
+
+def _pad_to(x: Tensor, multiple: int) -> tuple[Tensor, int, int]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, h, w
+
+
+def _ramp(n: int, overlap: int, first: bool, last: bool) -> Tensor:
+    w = torch.ones(n)
+    if overlap > 0:
+        ramp = torch.linspace(0, 1, overlap + 2)[1:-1]
+        if not first:
+            w[:overlap] = ramp
+        if not last:
+            w[-overlap:] = ramp.flip(0)
+    return w
+
+
+@torch.no_grad()
+def enhance_full(enhancer: Any, x: Tensor, pref: Preference | None, *, full_resolution: bool, tile: int = 512,
+                 overlap: int = 64, multiple: int = 32) -> Tensor:
+    """Enhance ``x [1, 3, H, W]`` at its own resolution; returns ``[1, 3, H, W]`` clamped to [0, 1].
+
+    In one pass when ``full_resolution``; otherwise in ``tile``-pixel tiles overlapping by
+    ``overlap``, each padded to a multiple of ``multiple`` and blended with linear ramps.
+    """
+    def run(t: Tensor) -> Tensor:
+        padded, h, w = _pad_to(t, multiple)
+        out = enhancer(padded, pref) if pref is not None else enhancer(padded)
+        return out[..., :h, :w]
+
+    _, _, h, w = x.shape
+    if full_resolution or (h <= tile and w <= tile):
+        return run(x).clamp(0, 1)
+    if overlap * 2 >= tile:
+        raise UsageError(f"--overlap {overlap} must be less than half of --tile {tile}")
+    step = tile - overlap
+    ys = list(range(0, max(h - tile, 0) + 1, step)) or [0]
+    xs = list(range(0, max(w - tile, 0) + 1, step)) or [0]
+    if ys[-1] + tile < h:
+        ys.append(h - tile)
+    if xs[-1] + tile < w:
+        xs.append(w - tile)
+    acc = torch.zeros_like(x)
+    weight = torch.zeros(1, 1, h, w, device=x.device)
+    for i, y0 in enumerate(ys):
+        for j, x0 in enumerate(xs):
+            t = x[..., y0:y0 + tile, x0:x0 + tile]
+            th, tw = t.shape[-2:]
+            out = run(t)
+            wy = _ramp(th, min(overlap, th // 2), i == 0, i == len(ys) - 1).to(x.device)
+            wx = _ramp(tw, min(overlap, tw // 2), j == 0, j == len(xs) - 1).to(x.device)
+            wt = (wy[:, None] * wx[None, :])[None, None]
+            acc[..., y0:y0 + th, x0:x0 + tw] += out * wt
+            weight[..., y0:y0 + th, x0:x0 + tw] += wt
+    return (acc / weight.clamp_min(1e-8)).clamp(0, 1)
+
+
+def list_inputs(path: str | pathlib.Path) -> list[pathlib.Path]:
+    """The photo ``path``, or every photo directly in the folder ``path``."""
+    from .data.images import is_image, list_images
+
+    path = pathlib.Path(path)
+    if path.is_file():
+        if not is_image(path):
+            raise UsageError(f"--input {path}: not a photo (png, jpg, tif, webp, bmp)")
+        return [path]
+    if not path.is_dir():
+        raise UsageError(f"--input {path}: no such file or folder")
+    files = list_images(path)
+    if not files:
+        raise UsageError(f"--input {path}: no photos (png, jpg, tif, webp, bmp) in it")
+    return files
+
+
+def save_image(pixels: np.ndarray, path: pathlib.Path) -> None:
+    """Save uint8 RGB with the format of ``path``'s extension (JPEG at quality 95), atomically."""
+    from PIL import Image
+
+    ext = path.suffix.lower()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
+           ".webp": "WEBP", ".bmp": "BMP"}.get(ext, "PNG")
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(pixels).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    tmp.replace(path)
+
+
+def write_index(out: pathlib.Path, pairs: list[tuple[pathlib.Path, pathlib.Path]], title: str,
+                thumb: int = 512) -> pathlib.Path:
+    """``out/index.html`` with before / after thumbnails (written to ``out/_thumbs``)."""
+    from PIL import Image
+
+    thumbs = out / "_thumbs"
+    thumbs.mkdir(exist_ok=True)
+    rows = []
+    for before, after in pairs:
+        cells = []
+        for tag, src in (("before", before), ("after", after)):
+            im = Image.open(src).convert("RGB")
+            im.thumbnail((thumb, thumb))
+            name = f"{after.stem}.{tag}.jpg"
+            im.save(thumbs / name, quality=90)
+            cells.append(f'<td><img src="_thumbs/{html.escape(name)}" alt="{tag}"></td>')
+        rows.append(f"<tr><th>{html.escape(after.name)}</th>{''.join(cells)}</tr>")
+    page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>body{{font-family:sans-serif}}img{{max-width:{thumb}px}}td,th{{padding:4px}}</style>"
+            f"<h1>{html.escape(title)}</h1><table><tr><th></th><th>before</th><th>after</th></tr>"
+            f"{''.join(rows)}</table>\n")
+    path = out / "index.html"
+    path.write_text(page)
+    return path
