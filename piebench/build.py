@@ -34,7 +34,7 @@ def build_dataset(cfg: dict, registry: Registry) -> Any:
     params = dict(cfg["eval"].get("data", {}))
     configuration = params.pop("configuration", None)
     try:
-        return spec.create(BuildContext(), configuration, **params)
+        return spec.create(BuildContext(num_refs=int(cfg["eval"].get("refs", 1))), configuration, **params)
     except TypeError as err:
         raise UsageError(f"dataset '{spec.name}' does not accept these parameters {sorted(params)}: {err}") from None
 

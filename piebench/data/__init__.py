@@ -97,5 +97,6 @@ class PieDataset:
         return [u.id for u in self.users if seen is None or u.seen == seen]
 
     def support(self, user: int) -> list[int]:
-        """Photos that may serve as ``user``'s references: training-split photos the user has."""
-        return [p for p in self.photo_ids("train") if self.has(user, p)]
+        """Photos that may serve as ``user``'s references: training-split photos the user has, and
+        reference-only photos (split ``"ref"``: a retouch without an input, never a pair)."""
+        return [p.id for p in self.photos if p.split in ("train", "ref") and self.has(user, p.id)]
