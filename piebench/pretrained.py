@@ -53,12 +53,12 @@ def load_into(module: nn.Module, state: Mapping[str, Tensor], path: str | pathli
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or extra or wrong:
         if missing:
-            what = f"{len(missing)} missing keys (e.g. {missing[0]})"
+            what = f"{len(missing)} missing key(s) (e.g. {missing[0]})"
         elif extra:
-            what = f"{len(extra)} unexpected keys (e.g. {extra[0]})"
+            what = f"{len(extra)} unexpected key(s) (e.g. {extra[0]})"
         else:
             k = wrong[0]
-            what = (f"{len(wrong)} keys of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+            what = (f"{len(wrong)} key(s) of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
                     f"{tuple(own[k].shape)} in the model)")
         raise UsageError(f"weights file {path} does not fit {type(module).__name__}: {what}; "
                          "check the file and the configuration")
