@@ -281,8 +281,8 @@ def prepare_fivek(root: str | pathlib.Path, layout: str, out: str | pathlib.Path
         raise UsageError(f"unknown --layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     if not root.is_dir():
         raise UsageError(f"--root {root}: folder not found")
-    scan = SCANNERS[layout](root)
     dims = parse_size(size)
+    scan = SCANNERS[layout](root)
     split = split or DEFAULT_SPLIT[layout]
     if split == "upe":
         assign = {pid: upe_split(pid) for pid in scan.photos}

@@ -181,10 +181,11 @@ def _prepare_photo(photo: PhotoSource, users: list[str], size: tuple[int, int] |
         raise UsageError(f"photo {photo.name}: no input image; add it, or remove the retouches of {photo.name}")
     images: list[Image | None] = []
     for v, src in enumerate(photo.sources):
-        if src is None:
+        if src is None or (v > 0 and not src.exists()):
             if require_all and v > 0:
-                raise UsageError(f"photo {photo.name}: missing the file of user '{users[v - 1]}' "
-                                 f"(expected next to the others); restore it")
+                where = f" {src}" if src is not None else ""
+                raise UsageError(f"photo {photo.name}: missing the file of user '{users[v - 1]}'{where}; "
+                                 f"restore it")
             images.append(None)
             continue
         images.append(read_image(src, spaces[v], half_size=half_size_raw))
