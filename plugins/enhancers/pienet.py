@@ -184,5 +184,5 @@ def register_enhancers(register):
     register("pienet", build=build_pienet,
              description="PieNet enhancer: ResNet-18 U-Net with personalised up-sample blocks, x + residual",
              paper="Kim et al., PieNet: Personalized Image Enhancement Network, ECCV 2020",
-             configurations={"small": {"width": 8, "pref_dim": 64}, "paper": {"width": 64, "pref_dim": 512}},
-             version="1", downsample=32, reference_params_m=16.39)
+             configurations={"small": {"width": 8, "pref_dim": 128}, "paper": {"width": 64, "pref_dim": 512}},
+             version="1", consumes=["vector"], downsample=32, reference_params_m=16.39)
