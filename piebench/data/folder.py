@@ -8,7 +8,7 @@ split; otherwise a photo is ``test`` when the first 8 hex digits of sha256(stem)
 below ``test_fraction`` -- deterministic, independent of which other files exist.
 
 The store is built once at ``resolution x resolution`` (scaled to cover, centre-cropped) into
-``$PIEBENCH_CACHE/stores``, keyed by the recipe: the files' names, sizes and modification times.
+``$PIEBENCH_CACHE/prepared``, keyed by the recipe: the files' names, sizes and modification times.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def build_folder(root: str | pathlib.Path, resolution: int = 256, test_fraction:
     recipe = {"dataset": "folder", "root": str(root), "resolution": resolution, "users": users,
               "split": "split.json" if table is not None else f"hash:{test_fraction}"}
     recipe_hash = canonical_hash({**recipe, "files": stamp, "splits": [p.split for p in photos]})
-    out = cache_dir() / "stores" / f"folder-{recipe_hash}"
+    out = cache_dir() / "prepared" / f"folder-{recipe_hash}"
     write_store(out, name="folder", recipe=recipe, recipe_hash=recipe_hash, users=users, photos=photos,
                 size=(resolution, resolution), require_all=False, progress=progress,
                 info={"root": str(root)})

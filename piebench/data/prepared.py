@@ -328,7 +328,7 @@ def load_store(path: str | pathlib.Path, *, users: Iterable[str] | None = None, 
 def _derived(path: pathlib.Path, meta: dict, idx: list[int], size: tuple[int, int], key: str,
              progress: bool) -> np.ndarray:
     """A reordered / resized copy of a store in the cache (memory-mapped, written once)."""
-    out = cache_dir() / "stores" / f"{meta['name']}-{key}"
+    out = cache_dir() / "prepared" / f"{meta['name']}-{key}"
     shape = (len(meta["photos"]), 1 + len(idx), size[0], size[1], 3)
     if not (out / "done").exists():
         out.mkdir(parents=True, exist_ok=True)

@@ -181,8 +181,9 @@ def test_empty_and_wrong_roots(tmp_path):
 
 
 def test_dataset_plugin_holds_out_and_resizes(tmp_path):
-    from piebench.interfaces import BuildContext
     from piebench_plugins.datasets.fivek import build_fivek
+
+    from piebench.interfaces import BuildContext
 
     root = make_fake_fivek(tmp_path / "src", "folder")
     out = prepare_fivek(root, "folder", tmp_path / "store", size=32, progress=False)
