@@ -13,6 +13,10 @@ residual. The input is padded (replicate) to a multiple of 2**depth and the outp
 
 :class:`AdaINUNet` exposes :meth:`AdaINUNet.bottleneck` so variants (``sa-adain``) can add a
 block at the bottleneck without copying the rest.
+
+Configurations (no published count; widths as ``sa``): small widths 16/24/48/64, mapping 2x64:
+237,619 parameters with a 128-d vector; paper widths 64/128/256/512, mapping 4x512 (as
+StarEnhancer): 9,818,627 parameters with a 512-d vector.
 """
 
 from __future__ import annotations
