@@ -26,9 +26,7 @@ class PieNetEncoder(Encoder):
     """ResNet-18 embedding, preference = normalised mean embedding; maps = layer2 of each reference."""
 
     provides = frozenset({"vector", "maps"})
-    metric_loss = "triplet"
-    #: PieNet's triplet margin (pytorch-metric-learning's default is 0.05).
-    metric_loss_params = {"margin": 0.2}
+    metric_loss = "triplet"  # the registered triplet loss uses PieNet's margin 0.2
 
     def __init__(self, widths: tuple[int, ...] = PAPER_WIDTHS) -> None:
         super().__init__()
@@ -66,5 +64,5 @@ def register_encoders(register):
         description="PieNet embedding: ResNet-18 -> 512-d L2-normalised, mean over references (triplet, margin 0.2)",
         paper="Kim et al., PieNet: Personalized Image Enhancement Network, ECCV 2020",
         configurations={"small": {"widths": (16, 32, 64, 128)}, "paper": {"widths": PAPER_WIDTHS}},
-        version="1", metric_loss="triplet", metric_loss_params={"margin": 0.2},
+        version="1", metric_loss="triplet",
         pretrained_weights="resnet18-f37072fd.pth")
