@@ -77,12 +77,15 @@ class BenchSettings:
     refs: int = 3
     flops: bool = True
     seed: int = 0
+    threads: int | None = None  # torch.set_num_threads for the measurement (None = leave as is)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """Refuse settings that cannot be measured, with one line each."""
         if self.amp not in (None, "bf16", "fp16"):
             raise UsageError(f"--amp {self.amp}: expected bf16 or fp16")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {self.threads}")
         for name in ("batch", "repeats", "refs"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -96,11 +99,13 @@ class BenchSettings:
 
 # -- building -----------------------------------------------------------------------------------
 def _pick_encoder(registry: Any, enhancer: str, needed: set[str]) -> str | None:
-    """The encoder a bench pairs with ``enhancer``: its namesake, else angular, else the first that fits."""
+    """The encoder a bench pairs with ``enhancer``: the one its spec names (``pairs_with``), its
+    namesake, else angular, else the first that provides what it consumes."""
     if not needed:
         return None
     names = registry.names("encoder")
-    order = [n for n in (enhancer, "angular") if n in names] + names
+    hint = registry.get("enhancer", enhancer).meta.get("pairs_with")
+    order = [n for n in (hint, enhancer, "angular") if n in names] + names
     for name in order:
         provides = registry.get("encoder", name).meta.get("provides")
         if provides is None or needed <= set(provides):
@@ -113,8 +118,8 @@ def build_for_bench(enhancer: str, encoder: str | None = None, configuration: st
                     image_size: int = 64) -> tuple[Encoder | None, Enhancer, str | None, str | None]:
     """Build ``enhancer`` (configuration ``configuration``) and the encoder it is paired with.
 
-    Without ``encoder`` the enhancer's namesake encoder is used when it provides what the
-    enhancer consumes, else ``angular``, else the first encoder that fits; an enhancer that
+    Without ``encoder`` the encoder the enhancer's spec names (``pairs_with``) or its namesake is
+    used when it provides what the enhancer consumes, else ``angular``, else the first encoder that fits; an enhancer that
     consumes nothing gets no encoder. The encoder's configuration defaults to the enhancer's
     when the encoder has one of that name, else ``small``.
     """
@@ -259,6 +264,8 @@ def bench_enhancer(enhancer_name: str, *, encoder_name: str | None = None, confi
     """Measure ``enhancer_name`` at each size; returns a bench record (see :func:`write_bench_record`)."""
     settings.check()
     device = settings.device
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     ref_size = settings.ref_size or (64 if configuration == "small" else 256)
     torch.manual_seed(settings.seed)
     encoder, enhancer, enc_name, enc_conf = build_for_bench(enhancer_name, encoder_name, configuration,

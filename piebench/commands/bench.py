@@ -23,15 +23,17 @@ from ..bench import BenchSettings, bench_enhancer, bench_table, parse_sizes, wri
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed batches per size (median reported).")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed batches per size first.")
 @click.option("--with-encoder", is_flag=True, help="Time the encoder too (references recomputed every batch).")
+@click.option("--threads", type=int, default=None, help="CPU threads for the measurement (default: torch's).")
 @click.option("--no-flops", is_flag=True, help="Skip the FLOP count (one extra forward per size).")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="The record goes to RUNS_DIR/bench/.")
 @click.option("--no-record", is_flag=True, help="Print only; write no record.")
 def bench(enhancer, encoder, sizes, device, amp, channels_last, compile_, batch, configuration, encoder_config,
-          repeats, warmup, with_encoder, no_flops, runs_dir, no_record) -> None:
+          repeats, warmup, with_encoder, threads, no_flops, runs_dir, no_record) -> None:
     """Images/s, MP/s, latency p50/p95, GFLOPs/MP and peak memory of ENHANCER's forward pass."""
     settings = BenchSettings(device=device, amp=amp, channels_last=channels_last, compile=compile_, batch=batch,
-                             repeats=repeats, warmup=warmup, with_encoder=with_encoder, flops=not no_flops)
+                             repeats=repeats, warmup=warmup, with_encoder=with_encoder, flops=not no_flops,
+                             threads=threads)
     record = bench_enhancer(enhancer, encoder_name=encoder, configuration=configuration,
                             encoder_configuration=encoder_config, sizes=parse_sizes(sizes), settings=settings,
                             progress=lambda msg: click.echo(msg, err=True))
