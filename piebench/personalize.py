@@ -149,13 +149,23 @@ def enhance_full(enhancer: Any, x: Tensor, pref: Preference | None, *, full_reso
                  overlap: int = 64, multiple: int = 32) -> Tensor:
     """Enhance ``x [1, 3, H, W]`` at its own resolution; returns ``[1, 3, H, W]`` clamped to [0, 1].
 
-    In one pass when ``full_resolution``; otherwise in ``tile``-pixel tiles overlapping by
-    ``overlap``, each padded to a multiple of ``multiple`` and blended with linear ramps.
+    In one pass when ``full_resolution`` or when the photo fits in one tile; otherwise in
+    ``tile``-pixel tiles overlapping by ``overlap``, blended with linear ramps. A pass the model
+    refuses for its size is retried padded (reflection) to a multiple of ``multiple``.
     """
+    def call(t: Tensor) -> Tensor:
+        return enhancer(t, pref) if pref is not None else enhancer(t)
+
     def run(t: Tensor) -> Tensor:
-        padded, h, w = _pad_to(t, multiple)
-        out = enhancer(padded, pref) if pref is not None else enhancer(padded)
-        return out[..., :h, :w]
+        # Unpadded first (padding would change a model's global statistics); a U-Net that needs
+        # sizes divisible by its downsampling refuses odd sizes, and gets a reflected border.
+        try:
+            return call(t)
+        except RuntimeError:
+            padded, h, w = _pad_to(t, multiple)
+            if padded.shape == t.shape:
+                raise
+            return call(padded)[..., :h, :w]
 
     _, _, h, w = x.shape
     if full_resolution or (h <= tile and w <= tile):
