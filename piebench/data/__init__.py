@@ -97,6 +97,10 @@ class PieDataset:
         return [u.id for u in self.users if seen is None or u.seen == seen]
 
     def support(self, user: int) -> list[int]:
-        """Photos that may serve as ``user``'s references: training-split photos the user has, and
-        reference-only photos (split ``"ref"``: a retouch without an input, never a pair)."""
+        """Photos that may serve as ``user``'s references: training-split photos the user has."""
+        return [p for p in self.photo_ids("train") if self.has(user, p)]
+
+    def references(self, user: int) -> list[int]:
+        """:meth:`support` plus ``user``'s reference-only photos (split ``"ref"``: a retouch with no
+        input, so never a training pair or a test photo; the ``folder`` dataset makes them)."""
         return [p.id for p in self.photos if p.split in ("train", "ref") and self.has(user, p.id)]

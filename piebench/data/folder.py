@@ -2,7 +2,8 @@
 
 Pairs are matched by file stem (any of png / jpg / tif / webp / bmp, 8 or 16 bit). An image of
 a user with no input of the same stem is *reference-only*: it can describe the user's taste
-(a reference) but is never a training pair or a test photo (its photo has split ``"ref"``).
+(a reference) but is never a training pair or a test photo (its photo has split ``"ref"``;
+:meth:`PieDataset.references` lists it, :meth:`PieDataset.support` -- training photos -- does not).
 ``root/split.json`` (``{"train": [stems], "test": [stems]}`` or ``{stem: split}``) fixes the
 split; otherwise a photo is ``test`` when the first 8 hex digits of sha256(stem) / 2**32 fall
 below ``test_fraction`` -- deterministic, independent of which other files exist.

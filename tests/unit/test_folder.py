@@ -45,9 +45,10 @@ def test_reference_only_images_and_split_file(tmp_path):
     by = {p.name: p for p in ds.photos}
     assert by["extra"].split == "ref" and [by[n].split for n in ("p1", "p2", "p3")] == ["train", "train", "test"]
     assert ds.has(0, by["extra"].id) and not ds.has(1, by["extra"].id)
-    assert by["extra"].id in ds.support(0) and by["extra"].id not in ds.support(1)
+    assert by["extra"].id in ds.references(0) and by["extra"].id not in ds.references(1)
+    assert by["extra"].id not in ds.support(0)  # support() also feeds training pairs: inputs needed
     assert by["extra"].id not in ds.photo_ids("train") + ds.photo_ids("test")  # never a pair
-    assert by["p3"].id not in ds.support(0)  # references and test photos stay disjoint
+    assert by["p3"].id not in ds.references(0)  # references and test photos stay disjoint
 
 
 def test_bad_input(tmp_path):
