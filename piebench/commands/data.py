@@ -21,14 +21,14 @@ def data() -> None:
 @click.option("--size", default="480", show_default=True, help="Short edge in pixels (N x 1.5N store) or 'full'.")
 @click.option("--split", default=None, help="upe, 480p, layout or a JSON split file (default: per layout).")
 @click.option("--users", default=None, help="Experts to keep, comma-separated (e.g. C or A,B,C,D,E).")
-@click.option("--out", default=None, type=click.Path(), help="Store folder (default ./fivek-LAYOUT-SIZE).")
+@click.option("--out", default=None, type=click.Path(), help="Store folder (default ./fivek-SPLIT-SIZE, where the fivek-* protocols look).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable photos (listed in manifest.json) instead of stopping.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def prepare(dataset, root, layout, size, split, users, out, skip_bad, quiet) -> None:
     """Read DATASET under --root and write its image store once (resumable if interrupted)."""
-    from ..data.fivek import prepare_fivek
+    from ..data.fivek import default_store, prepare_fivek
 
-    out = pathlib.Path(out or f"fivek-{layout}-{size}")
+    out = pathlib.Path(out or default_store(root, layout, size, split))
     names = [u.strip() for u in users.split(",") if u.strip()] if users else None
     path = prepare_fivek(root, layout, out, size=size, split=split, users=names, skip_bad=skip_bad,
                          progress=not quiet)

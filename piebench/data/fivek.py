@@ -272,6 +272,27 @@ def parse_size(size: str | int) -> tuple[int, int] | None:
     return n, int(round(n * 1.5))
 
 
+def canonical_split(assign: dict[str, str | None], name: str) -> str:
+    """``upe`` or ``480p`` when ``assign`` is that standard split on these photos, else ``name``."""
+    kept = {pid: s for pid, s in assign.items() if s in ("train", "test")}
+    if kept and all(upe_split(pid) == s for pid, s in kept.items()):
+        return "upe"
+    table = split_480p()
+    if kept and all(table.get(pid) == s for pid, s in kept.items()):
+        return "480p"
+    return name
+
+
+def default_store(root: str | pathlib.Path, layout: str, size: str | int, split: str | None) -> str:
+    """The store name prepare uses without ``--out``: ``fivek-<split>-<size>`` (where protocols look)."""
+    name = split or DEFAULT_SPLIT.get(layout, "upe")
+    if name == "layout":
+        name = {"starenhancer": "upe", "adaint": "480p"}.get(layout, layout)
+    elif name not in ("upe", "480p"):
+        name = pathlib.Path(name).stem
+    return f"fivek-{name}-{size}"
+
+
 def prepare_fivek(root: str | pathlib.Path, layout: str, out: str | pathlib.Path, *, size: str | int = 480,
                   split: str | None = None, users: list[str] | None = None, skip_bad: bool = False,
                   progress: bool = True) -> pathlib.Path:
@@ -299,6 +320,7 @@ def prepare_fivek(root: str | pathlib.Path, layout: str, out: str | pathlib.Path
     else:
         table = read_split_file(pathlib.Path(split))
         assign = {pid: table.get(pid) for pid in scan.photos}
+    split = canonical_split(assign, split)
     keep = list(range(len(scan.users)))
     if users:
         wanted = [u if u in scan.users else f"expert{u.upper()}" for u in users]

@@ -4,7 +4,8 @@
 Parameters: ``root`` (the store), ``resolution`` (short edge to train and test at; None = the
 store's), ``users`` (experts to keep, ``A``..``E`` or full names), ``unseen_users`` (experts
 held out of training: a list of names, or a count taken from the end), ``seen_users`` (how many
-of the remaining experts train, in store order: the training-users curve).
+of the remaining experts train, in store order: the training-users curve), ``split`` (the split
+the store must have been prepared with: a protocol's guard against mixing splits).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _count(value: Any, what: str, limit: int) -> int:
 
 
 def build_fivek(ctx: BuildContext, root: str | None = None, resolution: int | None = None,
-                users: Any = None, unseen_users: Any = None, seen_users: Any = None, **ignored: Any):
+                users: Any = None, unseen_users: Any = None, seen_users: Any = None, split: str | None = None,
+                **ignored: Any):
     """Open the prepared store ``root`` as a PieDataset (see the module doc)."""
     from piebench.data.prepared import load_store, read_store_meta
 
@@ -45,6 +47,9 @@ def build_fivek(ctx: BuildContext, root: str | None = None, resolution: int | No
         raise UsageError("fivek needs a prepared store: --dataset fivek:STORE (create it with "
                          "`piebench data prepare fivek --root DIR --layout ... --out STORE`)")
     meta = read_store_meta(root)
+    if split is not None and meta.get("info", {}).get("split") != split:
+        raise UsageError(f"this protocol needs a FiveK store with the {split} split; {root} was prepared with "
+                         f"--split {meta.get('info', {}).get('split')}: prepare another with --split {split}")
     known = list(meta["users"])
     keep = _names(users, known, "users") if users is not None else known
     if unseen_users is None:

@@ -201,3 +201,24 @@ def test_dataset_plugin_holds_out_and_resizes(tmp_path):
         build_fivek(BuildContext(), root=str(out), unseen_users=["F"])
     with pytest.raises(UsageError, match="not a prepared piebench store"):
         build_fivek(BuildContext(), root=str(tmp_path))
+
+
+def test_protocols_and_split_guard(tmp_path):
+    from piebench_plugins.datasets.fivek import build_fivek
+
+    from piebench.config import resolve
+    from piebench.data.fivek import default_store
+    from piebench.interfaces import BuildContext
+
+    for name in ("fivek-upe", "fivek-480p", "fivek-c", "fivek-loeo"):
+        cfg = resolve(name, encoder="angular", enhancer="sa")
+        assert cfg["eval"]["dataset"] == "fivek" and cfg["eval"]["data"]["root"].startswith("fivek-")
+    assert resolve("fivek-loeo", encoder="angular", enhancer="sa")["eval"]["data"]["unseen_users"] == ["A"]
+    assert default_store("x", "starenhancer", "480", None) == "fivek-upe-480"
+    assert default_store("x", "adaint", "480", None) == "fivek-480p-480"
+    root = make_fake_fivek(tmp_path / "src", "starenhancer")
+    out = prepare_fivek(root, "starenhancer", tmp_path / "store", size=16, progress=False)
+    assert json.loads((out / "store.json").read_text())["info"]["split"] == "upe"  # StarEnhancer's = UPE
+    assert build_fivek(BuildContext(), root=str(out), split="upe").num_users == 5
+    with pytest.raises(UsageError, match="needs a FiveK store with the 480p split"):
+        build_fivek(BuildContext(), root=str(out), split="480p")
