@@ -8,8 +8,8 @@ import pytest
 from piebench.data.colour import (
     PROPHOTO_TO_SRGB,
     prophoto_to_srgb,
-    romm_decode,
     rgb_to_xyz_matrix,
+    romm_decode,
     srgb_to_prophoto,
 )
 
