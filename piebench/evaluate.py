@@ -59,7 +59,7 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
     rows: list[dict[str, Any]] = []
     mot, mtt, gphotos = [], [], []
     emb, emb_u, emb_p, vec, vec_u, vec_p = [], [], [], [], [], []
-    n_groups = len({(it["photo"], it["draw"]) for it in manifest["items"]})
+    n_groups = len(manifest["entries"]) * int(manifest["draws"])
     bar = tqdm(total=n_groups, desc="evaluate", unit="photo", disable=not progress, leave=False)
     for photo, draw, batch in eval_batches(dataset, manifest, pairs=pairs, device=device):
         pref = encoder(batch.refs)
