@@ -18,9 +18,18 @@ from . import PieDataset
 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 ``[..., H, W, 3]`` -> float32 ``[..., 3, H, W]`` in [0, 1] on ``device``."""
-    t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return t.movedim(-1, -3).contiguous().float().div_(255.0)
+    """uint8 ``[..., H, W, 3]`` -> float32 ``[..., 3, H, W]`` in [0, 1] on ``device``.
+
+    On the CPU the conversion runs in numpy (no torch thread pool for small batches); on an
+    accelerator the uint8 pixels travel and are converted there (4x less to transfer).
+    """
+    images = np.asarray(images)
+    if torch.device(device).type == "cpu":
+        out = np.empty((*images.shape[:-3], 3, *images.shape[-3:-1]), np.float32)
+        np.divide(np.moveaxis(images, -1, -3), np.float32(255.0), out=out)
+        return torch.from_numpy(out)
+    t = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+    return t.movedim(-1, -3).float().div_(255.0).contiguous()
 
 
 def gather(dataset: PieDataset, versions: np.ndarray, photos: np.ndarray) -> np.ndarray:
