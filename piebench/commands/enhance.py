@@ -93,5 +93,5 @@ def enhance(run_dir, refs, enhancer, weights, configuration, inputs, out, device
         pairs.append((f, target))
         click.echo(f"{f} -> {target}")
     index = write_index(out, pairs, title)
-    click.echo(f"{len(pairs)} photos enhanced ({'full resolution' if full else f'tiles of {tile} px'}); "
-               f"before/after: {index}")
+    how = "the model's full-resolution path" if full else f"overlapping {tile}-px tiles where a photo is larger"
+    click.echo(f"{len(pairs)} photos enhanced at full resolution ({how}); before/after: {index}")
