@@ -222,3 +222,14 @@ def test_protocols_and_split_guard(tmp_path):
     assert build_fivek(BuildContext(), root=str(out), split="upe").num_users == 5
     with pytest.raises(UsageError, match="needs a FiveK store with the 480p split"):
         build_fivek(BuildContext(), root=str(out), split="480p")
+
+
+def test_full_size_store_keeps_each_photo_and_needs_a_resolution(tmp_path):
+    root = make_fake_fivek(tmp_path / "src", "adaint", ids=["a0001", "a0003", "a4501"], experts="AC")
+    out = prepare_fivek(root, "adaint", tmp_path / "full", size="full", progress=False)
+    assert prepared.full_photo(out, 1).shape == (3, 72, 48, 3)  # a0003 is portrait: kept as it is
+    assert prepared.full_photo(out, 0).shape == (3, 48, 72, 3)
+    with pytest.raises(UsageError, match="full-resolution store"):
+        load_store(out)
+    ds = load_store(out, size=(16, 24))
+    assert ds.versions.shape == (3, 3, 16, 24, 3)
