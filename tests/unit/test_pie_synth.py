@@ -15,7 +15,16 @@ from piebench_plugins.datasets.pie_synth import build_pie_synth
 
 from piebench.data import store
 from piebench.data.retouch import PARAM_NAMES, RetouchParams, luminance, retouch
-from piebench.data.synth import SCENE_NAMES, crop_boxes, jittered, render_crops, scene, user_jitter
+from piebench.data.synth import (
+    ARCHETYPES,
+    SCENE_NAMES,
+    crop_boxes,
+    jittered,
+    random_users,
+    render_crops,
+    scene,
+    user_jitter,
+)
 from piebench.errors import UsageError
 
 TINY = {"resolution": 16, "crops_per_scene": 5}
@@ -166,6 +175,21 @@ def test_seed_and_recipe_change_the_pixels(tiny):
     assert not np.array_equal(np.asarray(other.versions[0]), np.asarray(tiny.versions[0]))
     again = build_pie_synth(None, **TINY)
     assert again.recipe_hash == tiny.recipe_hash and again.info["cache_hit"]
+
+
+def test_users_overlap_around_archetypes(tiny):
+    styles = [tiny.info["user_styles"][u.name] for u in tiny.users]
+    assert set(styles[:12]) == set(ARCHETYPES)  # every archetype among the seen users
+    users, names = random_users(20, np.random.default_rng([0, 3]))
+    assert names == styles
+    v = np.stack([u.to_vector() for u in users])
+    hues = [PARAM_NAMES.index("split_highlight_hue"), PARAM_NAMES.index("split_shadow_hue")]
+    v[:, hues] /= 180.0
+    dist = np.linalg.norm(v[:, None] - v[None], axis=-1)
+    same = np.equal.outer(names, names) & ~np.eye(20, dtype=bool)
+    assert dist[same].mean() < dist[~np.equal.outer(names, names)].mean()
+    pull = tiny.user_params[:, PARAM_NAMES.index("brightness_pull")]
+    assert (pull > 0).mean() >= 0.75  # most users have content-dependent brightness
 
 
 def test_two_user_preset():
