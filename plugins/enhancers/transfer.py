@@ -4,7 +4,9 @@ Per image and per CIELAB channel c: ``out_c = (x_c - mu_c(x)) * sigma_c(ref) / s
 (``mode="reinhard"``), or only the mean shift ``x_c - mu_c(x) + mu_c(ref)`` (``mode="mean"``),
 then back to sRGB and clipped to [0, 1]. The target statistics come from the preference
 vector of the ``lab-stats`` encoder (mean and std of L*, a*, b* over the references, /100);
-any other encoder is refused at build time. With ``--blind`` the statistics are one learned
+any other encoder is refused at build time. With ``lab-stats``'s ``pairs`` configuration the
+vector is the user's average edit, a per-channel CIELAB affine map fitted on reference pairs,
+applied as ``out_c = exp(log g_c) * x_c + d_c`` (``mode`` does not apply): an edit transfer. With ``--blind`` the statistics are one learned
 constant (a global target look): the blind twin of this baseline.
 
 Reinhard et al. (2001) used the l-alpha-beta space; this is the common CIELAB variant.
@@ -22,6 +24,7 @@ from piebench.interfaces import BuildContext, Enhancer, Preference
 from piebench.metrics.fidelity import rgb_to_lab
 
 LAYOUT = "lab-mean-std/100"  # what the lab-stats encoder's vector holds
+LAYOUT_RELATIVE = "lab-affine-shift/100,log-gain"  # lab-stats --encoder-config pairs
 _SCALE = 100.0
 # XYZ -> linear sRGB (inverse of fidelity's sRGB -> XYZ) and the same D65 white point.
 _RGB_FROM_XYZ = ((3.24048134, -1.53715152, -0.49853633),
@@ -57,13 +60,13 @@ class ColourTransfer(Enhancer):
     consumes = frozenset({"vector"})
     trainable = False
 
-    def __init__(self, mode: str = "reinhard", min_std: float = 0.5) -> None:
+    def __init__(self, mode: str = "reinhard", min_std: float = 0.5, relative: bool = False) -> None:
         super().__init__()
         if mode not in ("reinhard", "mean"):
             raise UsageError(f"transfer mode must be 'reinhard' or 'mean', got '{mode}'")
         if not min_std > 0:
             raise UsageError(f"transfer min_std must be > 0 (in L*a*b* units), got {min_std}")
-        self.mode, self.min_std = mode, float(min_std)
+        self.mode, self.min_std, self.relative = mode, float(min_std), bool(relative)
 
     def forward(self, x: Tensor, pref: Preference) -> Tensor:
         """``x`` recoloured so that its CIELAB statistics match ``pref.vector``'s."""
@@ -76,6 +79,9 @@ class ColourTransfer(Enhancer):
         flat = lab.flatten(2)
         mu = flat.mean(2)[:, :, None, None]
         out = lab - mu
+        if self.relative:  # the user's average edit: per-channel gain, then shift
+            out = lab * torch.exp(v.double()[:, 3:, None, None]) + target[:, :3, None, None]
+            return lab_to_rgb(out).clamp(0, 1).to(x.dtype)
         if self.mode == "reinhard":
             sd = flat.std(2, unbiased=False).clamp_min(self.min_std)[:, :, None, None]
             out = out / sd * target[:, 3:, None, None].clamp_min(0)
@@ -86,11 +92,12 @@ class ColourTransfer(Enhancer):
 def build_transfer(ctx: BuildContext | None = None, mode: str = "reinhard", min_std: float = 0.5) -> ColourTransfer:
     """Build :class:`ColourTransfer`; refuses any encoder but ``lab-stats`` (or its blind twin)."""
     enc = ctx.encoder if ctx is not None else None
-    if enc is None or _layout_of(enc) != LAYOUT:
+    layout = _layout_of(enc) if enc is not None else None
+    if layout not in (LAYOUT, LAYOUT_RELATIVE):
         name = type(enc).__name__ if enc is not None else "none"
         raise UsageError(f"enhancer 'transfer' needs the Lab statistics of encoder 'lab-stats' (got {name}); "
                          f"run it with --encoder lab-stats")
-    return ColourTransfer(mode, min_std)
+    return ColourTransfer(mode, min_std, relative=layout == LAYOUT_RELATIVE)
 
 
 @hookimpl

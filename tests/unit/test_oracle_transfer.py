@@ -185,3 +185,24 @@ def test_transfer_refuses_other_encoders_but_accepts_its_blind_twin():
     enh = reg.get("enhancer", "transfer").create(BuildContext(encoder=blind))
     x = torch.rand(2, 3, 16, 16)
     assert enh(x, blind(RefSet(targets=torch.rand(2, 2, 3, 16, 16)))).shape == x.shape
+
+
+def test_edit_transfer_from_reference_pairs_reproduces_the_users_change(dataset):
+    """lab-stats 'pairs' describes the user's change of statistics; transfer applies it to a new photo."""
+    from piebench.plugins import get_registry
+
+    reg = get_registry()
+    enc = reg.get("encoder", "lab-stats").create(BuildContext(), "pairs")
+    assert "inputs" in enc.requires
+    enh = reg.get("enhancer", "transfer").create(BuildContext(encoder=enc))
+    user, refs_photos, photo = 2, [0, 2, 4], 1
+    refs = _refs(dataset, [user], refs_photos)
+    refs.inputs = torch.stack([_t(dataset.input(p)) for p in refs_photos])[None]
+    out = enh(_t(dataset.input(photo))[None], enc(refs))
+    lab = lambda img: rgb_to_lab(img).flatten(2)  # noqa: E731
+    x, got, want = lab(_t(dataset.input(photo))[None]), lab(out), lab(_t(dataset.target(user, photo))[None])
+    err_before = (x.mean(2) - want.mean(2)).abs().max()
+    err_after = (got.mean(2) - want.mean(2)).abs().max()
+    assert err_after < 0.35 * err_before, (float(err_after), float(err_before))
+    with pytest.raises(UsageError, match="inputs"):
+        enc(_refs(dataset, [user], refs_photos))
