@@ -17,6 +17,7 @@ from torch import nn
 
 from .build import Components
 from .errors import RunFailed
+from .precision import Precision
 from .runs import atomic_torch_save, atomic_write_text
 
 
@@ -35,7 +36,10 @@ class Trainer:
     """Runs a list of stages over a sampler, checkpointing into ``ckpt_dir``."""
 
     def __init__(self, comps: Components, sampler: Any, cfg: dict, ckpt_dir: Path, *, device: str,
-                 log_path: Path, hook: Any = None, run: Any = None, progress: bool = True) -> None:
+                 log_path: Path, hook: Any = None, run: Any = None, progress: bool = True,
+                 dist: Any = None) -> None:
+        from .distributed import DistContext
+
         self.c = comps
         self.sampler = sampler
         self.cfg = cfg
@@ -54,6 +58,9 @@ class Trainer:
         self._opt: torch.optim.Optimizer | None = None
         self._sched: Any = None
         self._opt_stage = -1
+        self.dist = dist if dist is not None else DistContext(device=device)  # one process unless torchrun
+        self.precision = Precision.from_config(cfg, device)  # --amp, --channels-last, --compile
+        self.precision.prepare([comps.encoder, comps.enhancer])
 
     # -- stage bookkeeping -----------------------------------------------------------------
     def stage_at(self, step: int) -> tuple[int, int]:
@@ -106,6 +113,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.startswith("cuda") else None,
+            "scaler": self.precision.state_dict(),
             "log": self.log,
             "images_seen": self.images_seen,
             "run_key": self.cfg.get("_run_key"),
@@ -113,9 +121,11 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         path = self.ckpt_dir / f"ckpt-{self.step:07d}.pt"
-        atomic_torch_save(self.state_dict(), path)
-        for old in sorted(self.ckpt_dir.glob("ckpt-*.pt"))[:-2]:
-            old.unlink(missing_ok=True)
+        if self.dist.is_main:  # only rank 0 writes
+            atomic_torch_save(self.state_dict(), path)
+            for old in sorted(self.ckpt_dir.glob("ckpt-*.pt"))[:-2]:
+                old.unlink(missing_ok=True)
+        self.dist.reseed_after_checkpoint(self.step)
         return path
 
     def load_checkpoint(self, state: dict[str, Any]) -> None:
@@ -135,57 +145,71 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.precision.load_state_dict(state.get("scaler"))
+        self.dist.reseed_after_checkpoint(self.step)
         self._write_log()
 
     def _write_log(self) -> None:
         import json
 
+        if not self.dist.is_main:
+            return
         atomic_write_text(self.log_path, "".join(json.dumps(e) + "\n" for e in self.log))
 
     # -- the loop --------------------------------------------------------------------------
     def train_step(self, stage: dict) -> dict[str, float]:
-        batch = self.sampler.sample().to(self.device)
+        batch = self.precision.batch(self.sampler.sample().to(self.device))
         terms: dict[str, torch.Tensor] = {}
         image_losses = {n: w for n, w in stage["losses"].items() if self.c.losses[n].kind == "image"}
         emb_losses = {n: w for n, w in stage["losses"].items() if self.c.losses[n].kind == "embedding"}
         if image_losses:
-            with torch.set_grad_enabled(True):
+            with torch.set_grad_enabled(True), self.precision.autocast():
                 pref = self.c.encoder(batch.refs)
                 out = self.c.enhancer(batch.input, pref)
+            out = out.float()  # losses in float32, outside autocast
             if out.shape != batch.target.shape:
                 raise RunFailed(f"enhancer '{self.cfg['enhancer']['name']}' returned shape {tuple(out.shape)}, "
                                 f"expected {tuple(batch.target.shape)}")
             for name, w in image_losses.items():
                 terms[name] = w * self.c.losses[name](out, batch.target, batch)
         if emb_losses:
-            emb = self.c.encoder.embed(batch.target)
+            with self.precision.autocast():
+                emb = self.c.encoder.embed(batch.target)
+            emb, users = self.dist.gather_embeddings(emb.float(), batch.user)  # the global batch's
             for name, w in emb_losses.items():
-                terms[name] = w * self.c.losses[name](emb, batch.user)
-        for name, value in terms.items():
+                terms[name] = w * self.c.losses[name](emb, users)
+        values = self.dist.mean_values(terms)  # over ranks: every rank sees the same numbers
+        for name, value in values.items():
             if not torch.isfinite(value).all():
                 raise RunFailed(f"non-finite loss at step {self.step + 1}: term '{name}' = {value.item()}; "
                                 f"the last good checkpoint is kept in {self.ckpt_dir}")
         total = sum(terms.values())
         self._opt.zero_grad(set_to_none=True)
-        total.backward()
+        self.precision.backward(total)
         params = [p for g in self._opt.param_groups for p in g["params"] if p.grad is not None]
+        self.dist.reduce_gradients(params)
+        self.precision.unscale(self._opt)
         norm = torch.nn.utils.clip_grad_norm_(params, float(self.grad_clip) if self.grad_clip else float("inf"))
-        if not torch.isfinite(norm):
+        if not torch.isfinite(norm) and not self.precision.tolerates_overflow:
             raise RunFailed(f"non-finite gradients at step {self.step + 1} (loss terms: {', '.join(terms)}); "
                             f"the last good checkpoint is kept in {self.ckpt_dir}")
-        self._opt.step()
+        stepped = self.precision.step(self._opt)
         self._sched.step()
-        self.images_seen += batch.input.shape[0]
-        entry = {"step": self.step + 1, "stage": stage["name"], "loss": float(total.detach())}
-        entry.update({k: float(v.detach()) for k, v in terms.items()})
+        self.images_seen += batch.input.shape[0] * self.dist.world_size
+        entry = {"step": self.step + 1, "stage": stage["name"], "loss": float(sum(values.values()))}
+        entry.update({k: float(v) for k, v in values.items()})
+        if not stepped:
+            entry["skipped"] = True  # fp16 overflow: the scaler skipped the step and lowered the scale
         return entry
 
     def fit(self) -> None:
         """Train from ``self.step`` to the end of the last stage."""
         from tqdm import tqdm
 
-        bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", disable=not self.progress)
-        log_fh = open(self.log_path, "a")
+        main = self.dist.is_main
+        bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step",
+                   disable=not (self.progress and main))
+        log_fh = open(self.log_path, "a") if main else None
         try:
             while self.step < self.total:
                 idx, _ = self.stage_at(self.step)
@@ -198,9 +222,10 @@ class Trainer:
                 entry["time_s"] = round(time.perf_counter() - start, 4)
                 self.step += 1
                 self.log.append(entry)
-                log_fh.write(_json_line(entry))
-                log_fh.flush()
-                if self.hook is not None:
+                if log_fh is not None:
+                    log_fh.write(_json_line(entry))
+                    log_fh.flush()
+                if self.hook is not None and main:
                     self.hook.on_step_end(run=self.run, stage=stage["name"], step=self.step,
                                           losses={k: v for k, v in entry.items() if k not in ("step", "stage")})
                 end_of_stage = self.stage_at(self.step)[0] != idx
@@ -209,7 +234,8 @@ class Trainer:
                 bar.set_postfix(stage=stage["name"], loss=f"{entry['loss']:.4f}")
                 bar.update(1)
         finally:
-            log_fh.close()
+            if log_fh is not None:
+                log_fh.close()
             bar.close()
 
 
