@@ -73,6 +73,7 @@ class PairChecker:
         self.cfg_factory = cfg_factory
         self._dataset = None
         self._cache: dict[tuple[str, str], str | None] = {}
+        self.trainable: dict[tuple[str, str], bool] = {}
 
     def reason(self, encoder: str, enhancer: str) -> str | None:
         """Why ``encoder`` + ``enhancer`` cannot run, or None when it can."""
@@ -94,7 +95,8 @@ class PairChecker:
             if self._dataset is None:
                 self._dataset = build_dataset(cfg, self.registry)
             try:
-                build_models(cfg, self.registry, self._dataset)
+                _, enh = build_models(cfg, self.registry, self._dataset)
+                self.trainable[key] = bool(enh.trainable and any(p.requires_grad for p in enh.parameters()))
             except UsageError as err:
                 why = str(err)
         self._cache[key] = why
@@ -195,7 +197,9 @@ def sweep(protocol: str, encoders: list[str], enhancers: list[str], *, seeds: li
                 continue
             _execute(item, make(enc, enh, seed), runs_dir, progress, echo)
             consumes = registry.get("enhancer", enh).meta.get("consumes")
-            if blind_twins and item.status != "failed" and consumes != []:
+            if blind_twins and item.status != "failed" and consumes != [] and not checker.trainable.get((enc, enh), True):
+                item.extra["twin_note"] = "no blind twin: the enhancer has nothing to train, so its constant would stay random"
+            elif blind_twins and item.status != "failed" and consumes != []:
                 twin = SweepItem(enc, enh, seed, blind=True)
                 items.append(twin)
                 _execute(twin, make(enc, enh, seed, blind=True), runs_dir, progress, echo)
@@ -228,7 +232,7 @@ def sweep_table(items: list[SweepItem]) -> str:
         gain = it.extra.get("gain_vs_blind")
         if gain is not None or any("gain_vs_blind" in i.extra for i in items):
             row["gain ↑ seen [95% CI]"] = _ci_cell((gain or {}).get("seen"))
-        row["note"] = it.reason or (str(it.run_dir) if it.run_dir else "")
+        row["note"] = it.reason or it.extra.get("twin_note") or (str(it.run_dir) if it.run_dir else "")
         rows.append(row)
     return tabulate(rows, headers="keys", tablefmt="github")
 

@@ -1,0 +1,277 @@
+"""A static HTML report: leaderboard, per-run figures, training curves and an image grid.
+
+The page is one self-contained file (``index.html``): styles inline, every image a ``data:``
+URI, nothing fetched from anywhere. Per run it shows the run's results table and alarms, the
+figures the evaluation wrote (control heat map, t-SNE, reference-count curve when present),
+the training curves drawn from ``train_log.jsonl``, and, for a few test photos, an image grid:
+input | each user's target | the output under each user's preference, computed by rebuilding
+the models from the run's ``config.json`` and latest checkpoint, with the references of the
+run's frozen ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import UsageError
+from .leaderboard import collect, leaderboard_tables
+from .runs import atomic_write_text, iter_records, load_record, read_json
+
+_GROUPS = ("seen", "unseen", "all")
+_RUN_METRICS = [("psnr", "PSNR ↑", 2), ("psnr_q8", "PSNR q8 ↑", 2), ("ssim", "SSIM ↑", 4), ("delta_e", "dE ↓", 2),
+                ("lpips", "LPIPS ↓", 4), ("identity_psnr", "identity PSNR", 2), ("sensitivity", "sensitivity ↑", 2),
+                ("steering", "steering ↑", 2), ("gain_over_identity", "gain over identity ↑", 2)]
+
+
+def png_data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for PNG bytes."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _array_png(img: np.ndarray, min_side: int = 96) -> bytes:
+    """PNG bytes of an ``[H, W, 3]`` image in [0, 1] or uint8, enlarged (nearest) to ``min_side``."""
+    from PIL import Image
+
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        a = np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
+    pil = Image.fromarray(np.ascontiguousarray(a))
+    scale = max(1, int(np.ceil(min_side / max(1, min(pil.size)))))
+    if scale > 1:
+        pil = pil.resize((pil.size[0] * scale, pil.size[1] * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _fig_png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# -- per-run pieces ---------------------------------------------------------------------------------
+def training_curves(run_dir: Path) -> bytes | None:
+    """PNG of the loss terms per step from ``train_log.jsonl`` (None when no step was logged)."""
+    path = run_dir / "train_log.jsonl"
+    if not path.exists():
+        return None
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    if not entries:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    skip = {"step", "stage", "time_s"}
+    terms = sorted({k for e in entries for k, v in e.items() if k not in skip and isinstance(v, int | float)})
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    steps = [e["step"] for e in entries]
+    for term in terms:
+        xs = [s for s, e in zip(steps, entries, strict=True) if term in e]
+        ys = [e[term] for e in entries if term in e]
+        ax.plot(xs, ys, label=term, lw=1.5 if term == "loss" else 1.0)
+    for i in range(1, len(entries)):
+        if entries[i].get("stage") != entries[i - 1].get("stage"):
+            ax.axvline(entries[i]["step"] - 0.5, color="grey", ls=":", lw=1)
+    values = [e[t] for e in entries for t in terms if t in e]
+    if values and min(values) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("weighted loss")
+    ax.set_title("training curves (dotted: stage boundary)")
+    ax.legend(fontsize=7)
+    return _fig_png(fig)
+
+
+def _figures(run_dir: Path, record: dict) -> list[dict[str, str]]:
+    """Every PNG figure the evaluation recorded (plus any reference-count curve found on disk)."""
+    figs = dict((record.get("metrics") or {}).get("figures") or {})
+    for path in sorted(run_dir.glob("*.png")):
+        if path.name not in figs.values() and (("ref" in path.stem and "count" in path.stem) or "curve" in path.stem):
+            figs[path.stem] = path.name
+    out = []
+    for name, rel in figs.items():
+        path = run_dir / rel
+        if path.suffix.lower() == ".png" and path.is_file():
+            out.append({"title": name.replace("_", " "), "src": png_data_uri(path.read_bytes())})
+    return out
+
+
+def _fmt_metric(m: Any, digits: int) -> str:
+    if not isinstance(m, dict) or "mean" not in m or m["mean"] is None:
+        return "–"
+    cell = f"{m['mean']:.{digits}f}"
+    ci = m.get("ci")
+    if ci and all(isinstance(c, int | float) for c in ci):
+        cell += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return cell
+
+
+def run_table(record: dict) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): one row per user group with mean [95% CI] per metric."""
+    metrics = record.get("metrics") or {}
+    present = [(k, h, d) for k, h, d in _RUN_METRICS if any(k in (metrics.get(g) or {}) for g in _GROUPS)]
+    rows = []
+    for g in _GROUPS:
+        group = metrics.get(g)
+        if not group:
+            continue
+        rows.append([f"{g} ({group.get('n_users', '?')} users)", *(_fmt_metric(group.get(k), d) for k, _, d in present)])
+    return ["users", *(h for _, h, _ in present)], rows
+
+
+def image_grid(run_dir: Path, photos: int = 3, max_users: int = 6, device: str = "cpu") -> dict[str, Any]:
+    """Input | targets | outputs for the first ``photos`` manifest photos and up to ``max_users`` users.
+
+    Returns {"users": [...], "rows": [{"photo", "input", "targets", "outputs"}], "note"} with
+    images as data URIs; models are rebuilt from config.json and the latest checkpoint.
+    """
+    import torch
+
+    from .build import build_dataset, build_models
+    from .data.manifest import eval_batches, load_manifest
+    from .plugins import get_manager
+    from .train import latest_checkpoint
+
+    cfg = read_json(run_dir / "config.json")
+    registry = get_manager().registry
+    dataset = build_dataset(cfg, registry)
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    encoder, enhancer = build_models(cfg, registry, dataset)
+    found = latest_checkpoint(run_dir / "checkpoints")
+    note = ""
+    if found:
+        encoder.load_state_dict(found[1]["encoder"])
+        enhancer.load_state_dict(found[1]["enhancer"])
+        note = f"weights from {found[0].name}"
+    elif any(p.requires_grad for p in [*encoder.parameters(), *enhancer.parameters()]):
+        note = "no checkpoint found: trainable parts are at their initialisation"
+    else:
+        note = "training-free models (no checkpoint needed)"
+    encoder.to(device).eval()
+    enhancer.to(device).eval()
+    manifest = load_manifest(run_dir / "manifest.json")
+    sub = {**manifest, "entries": manifest["entries"][:photos], "draws": 1}
+    pairs = "inputs" in encoder.requires
+    seen = [u.id for u in dataset.users if u.seen]
+    unseen = [u.id for u in dataset.users if not u.seen]
+    half = max(1, max_users // 2) if unseen else max_users
+    chosen = seen[:half] + unseen[: max_users - len(seen[:half])]
+    rows = []
+    with torch.no_grad():
+        for photo, _, batch in eval_batches(dataset, sub, pairs=pairs, device=device):
+            out = enhancer(batch.input, encoder(batch.refs)).float().clamp(0, 1).cpu()
+            users = batch.user.cpu().tolist()
+            pos = {u: i for i, u in enumerate(users)}
+
+            def img(t: Any) -> str:
+                return png_data_uri(_array_png(t.permute(1, 2, 0).numpy()))
+
+            rows.append({"photo": dataset.photos[photo].name,
+                         "input": img(batch.input[0].float().cpu()),
+                         "targets": [img(batch.target[pos[u]].float().cpu()) if u in pos else None for u in chosen],
+                         "outputs": [img(out[pos[u]]) if u in pos else None for u in chosen]})
+    return {"users": [f"{dataset.users[u].name} ({'seen' if dataset.users[u].seen else 'unseen'})" for u in chosen],
+            "rows": rows, "note": note}
+
+
+def run_section(run_dir: Path, record: dict, photos: int = 3, max_users: int = 6, device: str = "cpu") -> dict:
+    """Everything the template shows for one run."""
+    headers, rows = run_table(record)
+    curves = training_curves(run_dir)
+    section = {
+        "title": f"{record['encoder']['name']} + {record['enhancer']['name']}"
+                 f"{' (blind)' if record.get('blind') else ''}, seed {record.get('seed')}",
+        "run_dir": str(run_dir), "status": record.get("status"),
+        "overrides": ", ".join(record.get("overrides", [])) or "none",
+        "parameters": {k: f"{v:,}" for k, v in (record.get("parameters") or {}).items()},
+        "alarms": (record.get("metrics") or {}).get("alarms", []),
+        "notes": record.get("notes", []),
+        "headers": headers, "rows": rows, "figures": _figures(run_dir, record),
+        "curves": png_data_uri(curves) if curves else None, "grid": None, "grid_error": None,
+    }
+    if photos > 0:
+        try:
+            section["grid"] = image_grid(run_dir, photos, max_users, device)
+        except Exception as err:  # noqa: BLE001 - a report must still render without the grid
+            section["grid_error"] = f"{type(err).__name__}: {err}"
+            print(f"piebench: warning: image grid of {run_dir} not drawn: {err}", file=sys.stderr)
+    return section
+
+
+# -- the page -----------------------------------------------------------------------------------------
+def _runs_root(run_dir: Path) -> Path:
+    """``<runs>`` for ``<runs>/<protocol>/<pair>/<run-id>``."""
+    return run_dir.resolve().parents[2] if len(run_dir.resolve().parents) > 2 else run_dir.parent
+
+
+def select_runs(runs_dir: str | Path, protocol: str, max_runs: int) -> list[tuple[Path, dict]]:
+    """One finished run per (encoder, enhancer, blind, overrides) of ``protocol``: the lowest seed."""
+    best: dict[tuple, tuple[Path, dict]] = {}
+    for run_dir, rec in iter_records(runs_dir):
+        if rec.get("status") != "finished" or rec["protocol"]["name"] != protocol:
+            continue
+        key = (rec["protocol"].get("eval_hash"), rec["encoder"]["name"], rec["enhancer"]["name"], rec.get("blind"),
+               tuple(rec.get("overrides", [])))
+        if key not in best or rec["seed"] < best[key][1]["seed"]:
+            best[key] = (run_dir, rec)
+    return [best[k] for k in sorted(best, key=str)][:max_runs]
+
+
+def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protocol: str | None = None,
+                 runs_dir: str | Path | None = None, max_runs: int = 12, photos: int = 3, max_users: int = 6,
+                 device: str = "cpu", command: str = "") -> Path:
+    """Write ``out_dir/index.html`` for ``run_dirs`` or for every configuration of ``protocol``."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    if not run_dirs and not protocol:
+        raise UsageError("give a RUN_DIR or --protocol P")
+    runs: list[tuple[Path, dict]] = []
+    if run_dirs:
+        for d in run_dirs:
+            d = Path(d)
+            if not (d / "record.json").is_file():
+                raise UsageError(f"{d} is not a run directory (no record.json)")
+            runs.append((d, load_record(d / "record.json")))
+        protocol = protocol or runs[0][1]["protocol"]["name"]
+        root = Path(runs_dir) if runs_dir else _runs_root(runs[0][0])
+    else:
+        root = Path(runs_dir or "runs")
+        if not root.is_dir():
+            raise UsageError(f"runs directory not found: {root}; pass --runs-dir")
+        runs = select_runs(root, protocol, max_runs)
+        if not runs:
+            raise UsageError(f"no finished runs of protocol '{protocol}' under {root}")
+    tables = []
+    for spec, table in leaderboard_tables(collect(root, protocol)):
+        tables.append({"spec": spec, "headers": list(table.columns),
+                       "rows": [[str(v) for v in row] for row in table.itertuples(index=False)]})
+    sections = [run_section(d, rec, photos, max_users, device) for d, rec in runs]
+    env = Environment(loader=PackageLoader("piebench", "templates"), autoescape=select_autoescape(["html"]))
+    html = env.get_template("report.html").render(
+        title=f"piebench report: {protocol}", protocol=protocol, tables=tables, runs=sections,
+        generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), version=__version__,
+        command=command, runs_root=str(root))
+    out = Path(out_dir) / "index.html"
+    atomic_write_text(out, html)
+    out.chmod(0o644)  # a page to share, not a private temp file
+    return out

@@ -1,0 +1,145 @@
+"""piebench sweep / ablate end to end on smoke, and the leaderboard's paired statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from threadpoolctl import threadpool_limits
+
+from piebench.cli import cli
+from piebench.leaderboard import collect, leaderboard_tables, render_markdown
+
+FAST = ["--steps", "3", "--set", "eval.max_photos=3", "--set", "train.threads=1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Runs here are tiny: one BLAS/OpenMP thread is faster than two fighting for a busy CPU."""
+    with threadpool_limits(1):
+        yield
+
+
+def invoke(args: list[str]) -> tuple[int, str]:
+    res = CliRunner().invoke(cli, args, catch_exceptions=True)
+    text = res.output + (f"\n{type(res.exception).__name__}: {res.exception}" if res.exception else "")
+    return res.exit_code, text
+
+
+def _paired_mean(a: Path, b: Path, group: str) -> float:
+    pa, pb = pd.read_csv(a / "per_image.csv"), pd.read_csv(b / "per_image.csv")
+    m = pa.merge(pb, on=["photo", "user", "draw"], suffixes=("_a", "_b"))
+    m = m[m["seen_a"] == (group == "seen")]
+    return float((m["psnr_a"] - m["psnr_b"]).mean())
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    with threadpool_limits(1):
+        code, out = invoke(["sweep", "--encoders", "lab-stats", "--enhancers", "transfer,sa,csrnet", "--blind-twins",
+                            "--runs-dir", str(runs), *FAST])
+    return runs, code, out
+
+
+def test_grid_lists_incompatible_pairs_and_runs_the_rest_with_blind_twins(swept):
+    runs, code, out = swept
+    assert code == 0, out
+    assert "incompatible" in out and "maps" in out  # lab-stats provides no maps for sa
+    recs = [json.loads(p.read_text()) for p in runs.rglob("record.json")]
+    done = sorted((r["encoder"]["name"], r["enhancer"]["name"], r["blind"]) for r in recs)
+    # transfer is training-free: no blind twin (its constant would never be trained)
+    assert done == [("lab-stats", "csrnet", False), ("lab-stats", "csrnet", True), ("lab-stats", "transfer", False)]
+    assert all(r["status"] == "finished" for r in recs)
+
+
+def test_rerun_reuses_finished_runs_and_resumes_unfinished_ones(swept):
+    runs, _, _ = swept
+    rec_path = next(p for p in runs.rglob("record.json") if "lab-stats+transfer" in str(p))
+    rec = json.loads(rec_path.read_text())
+    rec["status"] = "interrupted"
+    rec_path.write_text(json.dumps(rec))
+    before = sorted(str(p) for p in runs.rglob("record.json"))
+    code, out = invoke(["sweep", "--encoders", "lab-stats", "--enhancers", "transfer,csrnet", "--blind-twins",
+                        "--runs-dir", str(runs), *FAST])
+    assert code == 0, out
+    assert sorted(str(p) for p in runs.rglob("record.json")) == before  # no new run directory
+    lines = {ln.split("|")[2].strip(): ln for ln in out.splitlines() if ln.startswith("| lab-stats")}
+    assert "| cached" in lines["csrnet"] and "| cached" in lines["csrnet (blind)"]
+    assert "| resumed" in lines["transfer"]
+    assert json.loads(rec_path.read_text())["status"] == "finished"
+
+
+def test_gain_over_the_blind_twin_is_the_paired_per_image_difference(swept):
+    runs, _, _ = swept
+    model = next(p.parent for p in runs.rglob("record.json") if p.parent.parent.name == "lab-stats+csrnet")
+    twin = next(p.parent for p in runs.rglob("record.json") if p.parent.parent.name == "lab-stats+csrnet+blind")
+    df = collect(runs)
+    row = df[(df["enhancer"] == "csrnet")].iloc[0]
+    for group in ("seen", "unseen"):
+        assert row[f"gain_vs_blind:{group}"] == pytest.approx(_paired_mean(model, twin, group), abs=1e-9)
+    text = render_markdown(leaderboard_tables(df))
+    assert "gain ↑ seen" in text and "gain ↑ unseen" in text
+
+
+@pytest.mark.slow
+def test_ablate_reports_the_gram_loss_delta_with_its_ci(tmp_path):
+    out_dir = tmp_path / "abl"
+    code, out = invoke(["ablate", "--encoder", "angular", "--enhancer", "sa", "--set", "loss.gram=0,0.01",
+                        "--steps", "3", "--base-set", "eval.max_photos=3", "--base-set", "train.threads=1",
+                        "--runs-dir", str(tmp_path / "runs"), "--out", str(out_dir)])
+    assert code == 0, out
+    row = next(ln for ln in out.splitlines() if ln.startswith("| loss.gram=0.01"))
+    assert row.count("[") == 2  # a CI for seen and for unseen users
+    assert "0 (same config)" in next(ln for ln in out.splitlines() if ln.startswith("| loss.gram=0 "))
+    data = json.loads(next(out_dir.glob("*.json")).read_text())
+    gram = next(v for v in data["variants"] if v["change"] == "loss.gram=0.01")
+    base_dir = Path(data["base"][0]["run_dir"])
+    var_dir = Path(gram["runs"][0]["run_dir"])
+    assert json.loads((var_dir / "config.json").read_text())["train"]["stages"][-1]["losses"]["gram"] == 0.01
+    for group in ("seen", "unseen"):
+        d = gram["delta"][group]
+        assert d["ci"][0] <= d["mean"] <= d["ci"][1]
+        assert d["mean"] == pytest.approx(_paired_mean(var_dir, base_dir, group), abs=1e-9)
+    assert list(out_dir.glob("*.md"))
+
+
+def test_ablate_refuses_a_bad_value_before_training(tmp_path):
+    code, out = invoke(["ablate", "--encoder", "angular", "--enhancer", "sa", "--set", "refs=0",
+                        "--runs-dir", str(tmp_path / "runs"), *FAST[:2]])
+    assert code != 0 and "refs" in out
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("record.json"))
+
+
+# -- leaderboard statistics on synthetic records (fast) ------------------------------------------------
+def _fake_run(root: Path, name: str, seed: int, psnr: np.ndarray, photos: np.ndarray, users: np.ndarray) -> None:
+    d = root / "p" / name / f"run-{seed}"
+    d.mkdir(parents=True)
+    rec = {"schema_version": 1, "status": "finished", "run_key": f"{name}{seed}", "seed": seed, "blind": False,
+           "protocol": {"name": "p", "version": 1, "eval_hash": "e", "train_hash": name, "ranking": True},
+           "encoder": {"name": "enc"}, "enhancer": {"name": name, "configuration": "small"}, "overrides": [],
+           "parameters": {"encoder": 0, "enhancer": 10}, "environment": {"device": "cpu"},
+           "metrics": {"seen": {"psnr": {"mean": float(psnr.mean()), "ci": [0, 0]}}}}
+    (d / "record.json").write_text(json.dumps(rec))
+    pd.DataFrame({"photo": photos, "user": users, "draw": 0, "seen": True, "psnr": psnr}).to_csv(d / "per_image.csv")
+
+
+def test_leaderboard_marks_ties_with_the_best_and_reports_the_mde(tmp_path):
+    rng = np.random.default_rng(0)
+    photos, users = np.repeat(np.arange(30), 4), np.tile(np.arange(4), 30)
+    content = rng.normal(25, 3, 30)[photos]  # photo difficulty, shared by every model
+    base = content + rng.normal(0, 0.1, photos.size)
+    for seed in (0, 1):
+        _fake_run(tmp_path, "best", seed, base + rng.normal(0, 0.05, photos.size), photos, users)
+    _fake_run(tmp_path, "tied", 0, base - 0.01 + rng.normal(0, 0.1, photos.size), photos, users)
+    _fake_run(tmp_path, "worse", 0, base - 1.0 + rng.normal(0, 0.1, photos.size), photos, users)
+    [(spec, table)] = leaderboard_tables(collect(tmp_path))
+    cells = dict(zip(table["enhancer"], table["PSNR ↑ seen"], strict=True))
+    assert cells["best"].endswith(" *") and cells["tied"].endswith(" *") and not cells["worse"].endswith("*")
+    mde = next(n for n in spec["notes"] if n.startswith("minimum detectable effect"))
+    value = float(mde.split(": ")[1].split(" dB")[0])
+    assert 0.01 < value < 0.2  # seed noise sd ~0.07 per image over 30 photos
