@@ -52,13 +52,6 @@ def build_models(cfg: dict, registry: Registry, dataset: Any) -> tuple[Encoder, 
     """The encoder and enhancer of ``cfg``, refusing an incompatible pair before training."""
     enc_spec = registry.get("encoder", cfg["encoder"]["name"])
     enh_spec = registry.get("enhancer", cfg["enhancer"]["name"])
-    declared = enh_spec.meta.get("consumes")
-    provided = enc_spec.meta.get("provides")
-    if declared is not None and provided is not None:
-        missing = sorted(set(declared) - set(provided))
-        if missing:
-            raise UsageError(f"enhancer '{enh_spec.name}' consumes {', '.join(missing)}, which encoder "
-                             f"'{enc_spec.name}' does not provide; {_providers(registry, missing)}")
     ctx = BuildContext(num_users=max(1, dataset.num_seen), num_refs=cfg["train"]["refs"],
                        image_size=dataset.resolution[0], pretrained=cfg["encoder"].get("pretrained", False),
                        dataset=dataset)
@@ -67,6 +60,12 @@ def build_models(cfg: dict, registry: Registry, dataset: Any) -> tuple[Encoder, 
         from .blind import BlindEncoder
 
         encoder = BlindEncoder(encoder, dataset.resolution, cfg["train"]["refs"])
+    declared = enh_spec.meta.get("consumes")
+    if declared is not None:
+        missing = sorted(set(declared) - set(encoder.provides))
+        if missing:
+            raise UsageError(f"enhancer '{enh_spec.name}' consumes {', '.join(missing)}, which encoder "
+                             f"'{enc_spec.name}' does not provide; {_providers(registry, missing)}")
     ctx.encoder = encoder
     enhancer = _create(enh_spec, ctx, cfg["enhancer"]["configuration"], cfg["enhancer"].get("params", {}))
     why = check_compatible(enc_spec.name, encoder, enh_spec.name, enhancer)
@@ -76,7 +75,16 @@ def build_models(cfg: dict, registry: Registry, dataset: Any) -> tuple[Encoder, 
 
 
 def _providers(registry: Registry, fields: list[str]) -> str:
-    names = [s.name for s in registry.all("encoder") if set(fields) <= set(s.meta.get("provides", ()))]
+    names = []
+    for spec in registry.all("encoder"):
+        provides = spec.meta.get("provides")
+        if provides is None:  # not declared in the registration: build the small configuration to see
+            try:
+                provides = spec.create(BuildContext(num_users=2), None).provides
+            except Exception:  # noqa: BLE001 - only for the error message
+                provides = ()
+        if set(fields) <= set(provides):
+            names.append(spec.name)
     return f"encoders that provide it: {', '.join(names)}" if names else "no installed encoder provides it"
 
 
@@ -94,6 +102,7 @@ def plan_stages(cfg: dict, encoder: Encoder, enhancer: Enhancer) -> tuple[list[d
         if "enhancer" in stage["train"] and not enh_trains:
             stage["train"].remove("enhancer")
             notes.append(f"stage '{stage['name']}': enhancer '{cfg['enhancer']['name']}' has nothing to train")
+            stage["losses"] = {k: v for k, v in stage["losses"].items() if k == "metric"}
         if "metric" in stage["losses"]:
             weight = stage["losses"].pop("metric")
             if encoder.metric_loss and "encoder" in stage["train"]:
@@ -152,3 +161,39 @@ def resolve_device(name: str) -> str:
     if name != "cpu" and not name.startswith("cuda") and name != "mps":
         raise UsageError(f"--device {name}: expected cpu, cuda, cuda:N or auto")
     return name
+
+
+def pair_instances(registry: Registry, encoder: str, enhancer: str, *, encoder_config: str | None = None,
+                   enhancer_config: str | None = None, ctx: BuildContext | None = None) -> tuple[Encoder, Enhancer] | str:
+    """Build a pair at a small context; the pair, or a one-line reason why it is incompatible."""
+    ctx = ctx or BuildContext(num_users=4, num_refs=3, image_size=64)
+    enc = registry.get("encoder", encoder).create(ctx, encoder_config)
+    ctx = BuildContext(**{**ctx.__dict__, "encoder": enc})
+    why = None
+    try:
+        enh = registry.get("enhancer", enhancer).create(ctx, enhancer_config)
+    except PiebenchError as err:
+        return str(err)
+    why = check_compatible(encoder, enc, enhancer, enh)
+    return why if why else (enc, enh)
+
+
+def first_compatible(registry: Registry, *, encoder: str | None = None, enhancer: str | None = None,
+                     preferred: tuple[str, ...] = ("sa", "adain", "star", "angular", "star"),
+                     configuration: str | None = None) -> str | None:
+    """A partner for ``encoder`` (an enhancer) or for ``enhancer`` (an encoder): the first of
+    ``preferred`` that is compatible, else the first compatible one by name; None if none is."""
+    kind = "enhancer" if encoder else "encoder"
+    names = registry.names(kind)
+    order = [n for n in preferred if n in names] + [n for n in names if n not in preferred]
+    for name in order:
+        if kind == "enhancer" and name == "identity":
+            continue
+        try:
+            res = (pair_instances(registry, encoder, name, encoder_config=configuration) if encoder
+                   else pair_instances(registry, name, enhancer, enhancer_config=configuration))
+        except PiebenchError:
+            continue
+        if not isinstance(res, str):
+            return name
+    return None

@@ -13,32 +13,33 @@ _KINDS = {"encoders": "encoder", "enhancers": "enhancer", "losses": "loss", "dat
 
 
 def count_parameters(spec, configuration: str) -> int | None:
-    """Parameters of a model built with a configuration (None if it cannot be built here)."""
+    """Parameters of a model built with a configuration (None if it cannot be built here).
+
+    Enhancers are built paired with the first compatible encoder (their size depends on the
+    preference they consume); encoders with 10 training users (StarEnhancer's count).
+    """
+    from ..build import first_compatible, pair_instances
     from ..interfaces import BuildContext
 
+    registry = get_manager().registry
+    ctx = BuildContext(num_users=10, num_refs=3, image_size=64)
     try:
-        ctx = BuildContext(num_users=10, num_refs=3, image_size=64)
-        if spec.kind == "enhancer":
-            enc = get_manager().registry.all("encoder")
-            ctx.encoder = _pick_encoder(spec, enc, ctx)
-        model = spec.create(ctx, configuration)
+        if spec.kind == "encoder":
+            model = spec.create(ctx, configuration)
+        else:
+            partner = first_compatible(registry, enhancer=spec.name, preferred=("angular", "star"),
+                                       configuration=configuration)
+            if partner is None:
+                return None
+            enc_cfg = configuration if configuration in registry.get("encoder", partner).configurations else None
+            pair = pair_instances(registry, partner, spec.name, encoder_config=enc_cfg,
+                                  enhancer_config=configuration, ctx=ctx)
+            if isinstance(pair, str):
+                return None
+            model = pair[1]
         return int(sum(p.numel() for p in model.parameters()))
-    except Exception:  # noqa: BLE001 - a model needing staged weights or a missing encoder
+    except Exception:  # noqa: BLE001 - a model needing staged weights cannot be counted here
         return None
-
-
-def _pick_encoder(spec, encoders, ctx):
-    """An encoder (small configuration) providing what the enhancer consumes."""
-    wants = set(spec.meta.get("consumes", ()))
-    preferred = sorted(encoders, key=lambda s: (s.name not in ("angular", "star"), s.name))
-    for e in preferred:
-        try:
-            enc = e.create(ctx, None)
-        except Exception:  # noqa: BLE001
-            continue
-        if wants <= set(enc.provides):
-            return enc
-    return None
 
 
 @click.command("list")

@@ -1,0 +1,48 @@
+"""Bad input to `piebench run`: one line, exit 2, no traceback, no run directory left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from piebench.cli import main
+
+CASES = {
+    "unknown encoder": (["--encoder", "angularr", "--enhancer", "sa"], "unknown encoder 'angularr' (did you mean 'angular'?)"),
+    "unknown enhancer": (["--encoder", "angular", "--enhancer", "nope"], "choose one of: "),
+    "refs 0": (["--encoder", "angular", "--enhancer", "sa", "--refs", "0"], "must be at least 1"),
+    "bad loss weight": (["--encoder", "angular", "--enhancer", "sa", "--loss", "gram:abc"], "is not a number"),
+    "unknown loss": (["--encoder", "angular", "--enhancer", "sa", "--loss", "gramm:0.1"], "unknown loss 'gramm'"),
+    "incompatible pair": (["--encoder", "gram", "--enhancer", "sa"], "consumes maps, which encoder 'gram' does not provide"),
+    "unknown protocol": (["--encoder", "angular", "--enhancer", "sa", "--protocol", "smok"], "unknown protocol 'smok'"),
+    "typo in --set": (["--encoder", "angular", "--enhancer", "sa", "--set", "train.batch_user=2"], "unknown key"),
+    "unknown schedule": (["--encoder", "angular", "--enhancer", "sa", "--schedule", "three-stage"], "unknown schedule"),
+    "no cuda": (["--encoder", "angular", "--enhancer", "sa", "--device", "cuda:7"], "--device"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path: Path, capsys):
+    args, expected = CASES[case]
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exc:
+        main(["run", *args, "--runs-dir", str(runs), "--steps", "2", "--quiet"])
+    err = capsys.readouterr().err
+    if case == "no cuda" and exc.value.code == 0:
+        pytest.skip("this machine has CUDA")
+    assert exc.value.code == 2, err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("piebench: warning")]
+    assert len(lines) == 1, err
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert not runs.exists() or not any(runs.rglob("record.json"))
+
+
+def test_missing_runs_dir_parent(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--encoder", "angular", "--enhancer", "sa", "--steps", "2", "--quiet",
+              "--runs-dir", str(tmp_path / "no" / "such" / "runs")])
+    assert exc.value.code == 2
+    assert "parent does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
