@@ -11,8 +11,9 @@ trilinear lookup), so GFLOPs/MP is a lower bound for such models.
 Peak memory: on CUDA ``max_memory_allocated`` minus what was allocated before the timed
 batches; on CPU the process's resident-set high-water mark (``VmHWM``) after resetting it
 through ``/proc/self/clear_refs`` minus the resident set before (Linux only; elsewhere, or when
-the reset is refused, ``None``). The CPU figure includes allocator caching and is the memory
-the OS had to provide, not a tensor count.
+the reset is refused, ``None``), measured over the warm-up and timed batches after freed heap
+memory is handed back (``malloc_trim``). The CPU figure is the memory the OS had to provide,
+allocator caching included, not a tensor count.
 """
 
 from __future__ import annotations
@@ -176,7 +177,17 @@ def _rss_kb(field_name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _release_free_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``) so the RSS peak starts low."""
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
 def _reset_cpu_peak() -> bool:
+    _release_free_memory()
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -297,10 +308,10 @@ def bench_enhancer(enhancer_name: str, *, encoder_name: str | None = None, confi
 
         if progress:
             progress(f"{enhancer_name} {label} ({w}x{h}): warm-up")
-        for _ in range(settings.warmup):
-            step()
         lat = []
-        with _Memory(device) as mem:
+        with _Memory(device) as mem:  # warm-up inside: it is where the memory is first allocated
+            for _ in range(settings.warmup):
+                step()
             for _ in range(settings.repeats):
                 lat.append(timed(step))
         q = quantiles_ms(lat)
@@ -378,6 +389,10 @@ def iter_bench_records(runs_dir: str | Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r.get("created", ""))
 
 
+def _ms(v: float) -> str:
+    return f"{v:.1f}" if v >= 10 else f"{v:.3g}"
+
+
 def bench_table(record: dict[str, Any]) -> str:
     """The table ``piebench bench`` prints (one row per size)."""
     from tabulate import tabulate
@@ -387,7 +402,7 @@ def bench_table(record: dict[str, Any]) -> str:
         rows.append({
             "size": f"{r['size']} ({r['width']}x{r['height']})", "images/s": f"{r['images_per_s']:.2f}",
             "MP/s": f"{r['mp_per_s']:.2f}", "vs first": f"{r['mp_per_s_vs_first']:.2f}x",
-            "p50 ms": f"{r['latency_ms']['p50']:.1f}", "p95 ms": f"{r['latency_ms']['p95']:.1f}",
+            "p50 ms": _ms(r["latency_ms"]["p50"]), "p95 ms": _ms(r["latency_ms"]["p95"]),
             "GFLOPs/MP": "–" if r["gflops_per_mp"] is None else f"{r['gflops_per_mp']:.2f}",
             "peak MB": "–" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}",
         })
