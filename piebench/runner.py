@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,8 +148,8 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
         if resumed_from == 0:
             atomic_write_text(run_dir / "train_log.jsonl", "")
         record["resumed_from_step"] = resumed_from
-        if resumed_from and progress:
-            print(f"piebench: resuming {run_dir} from step {resumed_from} of {trainer.total}")
+        if resumed_from:  # said even under --quiet: the user must know what was kept
+            print(f"piebench: resuming {run_dir} from step {resumed_from} of {trainer.total}", file=sys.stderr)
         hook.on_run_start(run=ctx)
         t0 = time.perf_counter()
         try:
