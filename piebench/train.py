@@ -8,6 +8,9 @@ on CPU continues with exactly the batches, losses and weights of an uninterrupte
 from __future__ import annotations
 
 import math
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,8 @@ class Trainer:
         self._opt: torch.optim.Optimizer | None = None
         self._sched: Any = None
         self._opt_stage = -1
+        self.in_step = False  # True while a step is half done (its state must not be checkpointed)
+        self.last_saved: int | None = None  # step of the newest checkpoint written or loaded
         self.dist = dist if dist is not None else DistContext(device=device)  # one process unless torchrun
         self.precision = Precision.from_config(cfg, device)  # --amp, --channels-last, --compile
         self.precision.prepare([comps.encoder, comps.enhancer])
@@ -125,6 +130,7 @@ class Trainer:
             atomic_torch_save(self.state_dict(), path)
             for old in sorted(self.ckpt_dir.glob("ckpt-*.pt"))[:-2]:
                 old.unlink(missing_ok=True)
+        self.last_saved = self.step
         self.dist.reseed_after_checkpoint(self.step)
         return path
 
@@ -134,6 +140,7 @@ class Trainer:
         for k, sd in state["losses"].items():
             self.c.losses[k].load_state_dict(sd)
         self.step = int(state["step"])
+        self.last_saved = self.step
         self.log = list(state["log"])
         self.images_seen = int(state.get("images_seen", 0))
         self.sampler.load_state_dict(state["sampler"])
@@ -203,14 +210,21 @@ class Trainer:
         return entry
 
     def fit(self) -> None:
-        """Train from ``self.step`` to the end of the last stage."""
+        """Train from ``self.step`` to the end of the last stage.
+
+        The first Ctrl-C (SIGINT) or SIGTERM stops at the end of the current step, after a
+        checkpoint of it, by raising KeyboardInterrupt; a second one stops at once (then the
+        previous checkpoint is the resume point, and :attr:`in_step` says so).
+        """
         from tqdm import tqdm
 
         main = self.dist.is_main
         bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step",
                    disable=not (self.progress and main))
         log_fh = open(self.log_path, "a") if main else None
+        stop = _DeferredStop(enabled=self.dist.world_size == 1)  # ranks must agree on when to stop
         try:
+            stop.install()
             while self.step < self.total:
                 idx, _ = self.stage_at(self.step)
                 stage = self.c.stages[idx]
@@ -218,10 +232,12 @@ class Trainer:
                     self._make_optimizer(idx)
                 self._set_modes(stage)
                 start = time.perf_counter()
+                self.in_step = True
                 entry = self.train_step(stage)
                 entry["time_s"] = round(time.perf_counter() - start, 4)
                 self.step += 1
                 self.log.append(entry)
+                self.in_step = False
                 if log_fh is not None:
                     log_fh.write(_json_line(entry))
                     log_fh.flush()
@@ -229,14 +245,48 @@ class Trainer:
                     self.hook.on_step_end(run=self.run, stage=stage["name"], step=self.step,
                                           losses={k: v for k, v in entry.items() if k not in ("step", "stage")})
                 end_of_stage = self.stage_at(self.step)[0] != idx
-                if self.step % self.every == 0 or end_of_stage or self.step == self.total:
+                if self.step % self.every == 0 or end_of_stage or self.step == self.total or stop.requested:
                     self.save_checkpoint()
                 bar.set_postfix(stage=stage["name"], loss=f"{entry['loss']:.4f}")
                 bar.update(1)
+                if stop.requested:
+                    raise KeyboardInterrupt
+            if stop.requested:  # arrived after the last step (whose checkpoint is written)
+                raise KeyboardInterrupt
         finally:
+            stop.restore()
             if log_fh is not None:
                 log_fh.close()
             bar.close()
+
+
+class _DeferredStop:
+    """Turns the first SIGINT / SIGTERM into a request to stop at the next step boundary.
+
+    A KeyboardInterrupt raised mid-step would leave the sampler, weights and optimiser out of
+    step with the step counter, so a checkpoint of that state would not resume exactly.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.requested: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print("piebench: stopping after this step and saving a checkpoint (again to stop now)", file=sys.stderr)
+
+    def install(self) -> None:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 def _json_line(entry: dict) -> str:
