@@ -14,6 +14,7 @@ from typing import Any
 
 from pytorch_metric_learning import losses, miners
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from piebench import hookimpl
 from piebench.errors import UsageError
@@ -71,9 +72,26 @@ def build_normsoftmax(ctx: BuildContext | None = None, temperature: float = 0.05
                          "BuildContext(encoder=..., num_users=...)")
     if ctx.num_users < 2:
         raise UsageError(f"loss 'normsoftmax' needs at least 2 training users, got {ctx.num_users}")
+    if hasattr(ctx.encoder, "proxy_logits"):
+        return EncoderProxyLoss(ctx.encoder)
     loss = losses.NormalizedSoftmaxLoss(num_classes=ctx.num_users, embedding_size=int(ctx.encoder.dim),
                                         temperature=temperature, **kw)
     return MetricLoss(loss, lr=lr)
+
+
+class EncoderProxyLoss(Loss):
+    """Normalised softmax over proxies the *encoder* owns (StarEnhancer's ``Stylish`` holds them):
+    ``cross_entropy(encoder.proxy_logits(embeddings), labels)``. The proxies train with the
+    encoder's parameter group; the encoder is held by plain reference, not as a submodule."""
+
+    kind = "embedding"
+
+    def __init__(self, encoder: Any) -> None:
+        super().__init__()
+        self._encoder = [encoder]
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(self._encoder[0].proxy_logits(embeddings), labels)
 
 
 _LOSSES = {

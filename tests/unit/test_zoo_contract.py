@@ -162,7 +162,13 @@ def test_encoder_gradients_reach_every_parameter(name):
         assert not params or not enc.trainable
         pytest.skip(f"{name} is training-free")
     refs, images = _refset(enc), _retouches(4)
-    dead = _unreached(params, lambda: _projection_loss(_pref_tensors(enc(refs)) + [enc.embed(images)]))
+    def outputs():
+        emb = enc.embed(images)
+        # an encoder that owns its training proxies (StarEnhancer) reaches them through proxy_logits
+        extra = [enc.proxy_logits(emb)] if hasattr(enc, "proxy_logits") else []
+        return _projection_loss(_pref_tensors(enc(refs)) + [emb] + extra)
+
+    dead = _unreached(params, outputs)
     assert not dead, f"{name}: no gradient reaches {dead[:8]}"
 
 
