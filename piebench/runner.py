@@ -6,6 +6,7 @@ so bad input leaves no run directory behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -107,6 +108,8 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
     with run_lock(runs_dir, key):
         run_dir, state = _choose_run_dir(cfg, runs_dir, key, resume, resume_from)
         fresh = state is None and not (run_dir / "record.json").exists()
+        if not fresh:
+            _remove_stale_temporaries(run_dir)
         try:
             if fresh:
                 record = base_record(cfg, key=key, eval_hash=e_hash, train_hash=t_hash,
@@ -202,6 +205,13 @@ def _diagnostics(result: Any, comps: Components, run_dir: Path, cfg: dict, manif
             summary.setdefault(group, {})["silhouette"] = {"mean": values["silhouette_cosine"]}
     summary.update(diag)
     summary["alarms"] = alarms(summary, diag.get("probes", {}))
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete half-written temporary files a killed process left (the caller holds the run lock)."""
+    for path in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp"), run_dir / "per_image.csv.tmp"]:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _load_record(run_dir: Path) -> dict:
