@@ -158,11 +158,14 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
         try:
             trainer.fit()
         except KeyboardInterrupt:
-            trainer.save_checkpoint()
+            if not trainer.in_step and trainer.last_saved != trainer.step:  # a step boundary: consistent
+                trainer.save_checkpoint()
+            kept = (f"checkpoint of step {trainer.last_saved} kept" if trainer.last_saved is not None
+                    else "no checkpoint yet")
             _finish(record, run_dir, "interrupted", t0, trainer, hook, ctx,
-                    reason=f"interrupted at step {trainer.step}; resume with the same command and --resume")
-            raise RunFailed(f"interrupted at step {trainer.step} of {trainer.total}; checkpoint saved in "
-                            f"{run_dir}; resume with the same command plus --resume") from None
+                    reason=f"interrupted at step {trainer.step}; {kept}; resume with the same command and --resume")
+            raise _interrupted(f"interrupted at step {trainer.step} of {trainer.total}; {kept} in {run_dir}; "
+                               f"resume with the same command plus --resume") from None
         except RunFailed as err:
             _finish(record, run_dir, "failed", t0, trainer, hook, ctx, reason=str(err))
             raise
@@ -171,25 +174,43 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
             raise
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        result = evaluate(comps.encoder, comps.enhancer, comps.dataset, manifest, metrics=metrics, pairs=pairs,
-                          device=device, progress=progress, unavailable=unavailable)
-        result.per_image.to_csv(run_dir / "per_image.csv.tmp", index=False)
-        os.replace(run_dir / "per_image.csv.tmp", run_dir / "per_image.csv")
-        np.savez(run_dir / "control.npz", mse_out_tgt=result.mse_out_tgt, mse_tgt_tgt=result.mse_tgt_tgt,
-                 group_photos=result.group_photos, embeddings=result.embeddings,
-                 embedding_users=result.embedding_users, embedding_photos=result.embedding_photos,
-                 vectors=result.vectors, vector_users=result.vector_users, vector_photos=result.vector_photos)
-        summary = summarize(result, list(metrics), seed=cfg["seed"])
-        _diagnostics(result, comps, run_dir, cfg, manifest, device, summary)
-        record["metrics"] = summary
-        record["metric_variants"] = {name: getattr(registry.get("metric", name), "meta", {}).get("variant", "")
-                                     for name in cfg["eval"]["metrics"]}
-        record["manifest_hash"] = manifest.get("hash")
         record["timings"]["train_s"] = round(record["timings"].get("train_s", 0) + train_s, 3)
-        record["timings"]["eval_s"] = round(time.perf_counter() - t1, 3)
-        hook.on_eval_end(run=ctx, metrics=summary)
+        try:
+            result = evaluate(comps.encoder, comps.enhancer, comps.dataset, manifest, metrics=metrics, pairs=pairs,
+                              device=device, progress=progress, unavailable=unavailable)
+            result.per_image.to_csv(run_dir / "per_image.csv.tmp", index=False)
+            os.replace(run_dir / "per_image.csv.tmp", run_dir / "per_image.csv")
+            np.savez(run_dir / "control.npz", mse_out_tgt=result.mse_out_tgt, mse_tgt_tgt=result.mse_tgt_tgt,
+                     group_photos=result.group_photos, embeddings=result.embeddings,
+                     embedding_users=result.embedding_users, embedding_photos=result.embedding_photos,
+                     vectors=result.vectors, vector_users=result.vector_users, vector_photos=result.vector_photos)
+            summary = summarize(result, list(metrics), seed=cfg["seed"])
+            _diagnostics(result, comps, run_dir, cfg, manifest, device, summary)
+            record["metrics"] = summary
+            record["metric_variants"] = {name: getattr(registry.get("metric", name), "meta", {}).get("variant", "")
+                                         for name in cfg["eval"]["metrics"]}
+            record["manifest_hash"] = manifest.get("hash")
+            record["timings"]["eval_s"] = round(time.perf_counter() - t1, 3)
+            hook.on_eval_end(run=ctx, metrics=summary)
+        except KeyboardInterrupt:
+            _finish(record, run_dir, "interrupted", t0, trainer, hook, ctx, count_time=False,
+                    reason=f"interrupted during evaluation; training is complete (checkpoint of step {trainer.step}); "
+                           f"resume with the same command and --resume to evaluate without retraining")
+            raise _interrupted(f"interrupted during evaluation; training is complete and checkpointed in {run_dir}; "
+                               f"resume with the same command plus --resume to evaluate without retraining") from None
+        except Exception as err:
+            _finish(record, run_dir, "failed", t0, trainer, hook, ctx, count_time=False,
+                    reason=f"evaluation failed: {type(err).__name__}: {err}")
+            raise
         _finish(record, run_dir, "finished", t0, trainer, hook, ctx, count_time=False)
     return run_dir, record
+
+
+def _interrupted(message: str) -> RunFailed:
+    """The error of a run stopped by Ctrl-C: exit code 130, like a shell."""
+    err = RunFailed(message)
+    err.exit_code = 130
+    return err
 
 
 def _diagnostics(result: Any, comps: Components, run_dir: Path, cfg: dict, manifest: dict, device: str,
