@@ -24,7 +24,8 @@ from .errors import UsageError, did_you_mean
 
 _EVAL_KEYS = {"dataset", "data", "refs", "draws", "max_photos", "seed", "metrics", "batch_photos"}
 _TRAIN_KEYS = {"schedule", "schedules", "batch_users", "per_user", "refs", "checkpoint_every",
-               "augment", "encoder_config", "enhancer_config", "threads", "grad_clip"}
+               "augment", "encoder_config", "enhancer_config", "threads", "grad_clip", "amp", "channels_last",
+               "compile"}
 _STAGE_KEYS = {"name", "steps", "train", "losses", "lr", "schedule", "warmup"}
 _TOP_KEYS = {"name", "version", "description", "ranking", "eval", "train"}
 
@@ -151,8 +152,15 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
             lr_enhancer: float | None = None, steps: int | None = None, seed: int = 0,
             device: str = "cpu", sets: list[str] = (), blind: bool = False, pretrained: bool = False,
             encoder_config: str | None = None, enhancer_config: str | None = None,
-            dataset: str | None = None) -> dict[str, Any]:
-    """The full run configuration from a protocol and the CLI's overrides."""
+            dataset: str | None = None, amp: str | None = None, channels_last: bool = False,
+            compile: bool = False, store_device: str = "auto", store_fraction: float | None = None
+            ) -> dict[str, Any]:
+    """The full run configuration from a protocol and the CLI's overrides.
+
+    ``amp`` / ``channels_last`` / ``compile`` change the numerics, so they join ``train`` (and
+    the run key) only when set; ``store_device`` / ``store_fraction`` say where the image store
+    lives, which never changes a batch, so they stay out of the run key like ``device``.
+    """
     proto = load_protocol(protocol) if isinstance(protocol, str) else copy.deepcopy(protocol)
     train = copy.deepcopy(proto["train"])
     sched_name = schedule or train.get("schedule", "two-stage")
@@ -172,12 +180,19 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
         "blind": bool(blind),
         "seed": int(seed),
         "device": device,
+        "store_device": store_device,
         "eval": copy.deepcopy(proto["eval"]),
         "train": train,
         "overrides": [],
     }
     train.pop("encoder_config", None)
     train.pop("enhancer_config", None)
+    if store_fraction is not None:
+        cfg["store_fraction"] = float(store_fraction)
+    for key, value in (("amp", amp), ("channels_last", channels_last), ("compile", compile)):
+        if value:
+            train[key] = value
+            cfg["overrides"].append(f"{key}={value}")
     cfg["eval"].setdefault("data", {})
     if dataset:
         name, _, arg = dataset.partition(":")
@@ -248,6 +263,13 @@ def _validate_resolved(cfg: dict) -> None:
                 raise UsageError(f"train.stages.{i}.lr.{mod} must be a number > 0, got {lr!r}")
     if not ev.get("metrics"):
         raise UsageError("eval.metrics is empty")
+    if tr.get("amp") not in (None, "bf16", "fp16"):
+        raise UsageError(f"train.amp must be bf16 or fp16 (or absent for float32), got {tr.get('amp')!r}")
+    if cfg.get("store_device", "auto") not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--store-device must be auto, cpu or cuda, got {cfg.get('store_device')!r}")
+    fraction = cfg.get("store_fraction", 0.5)
+    if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise UsageError(f"--store-fraction must be in (0, 1], got {fraction!r}")
 
 
 def canonical_hash(obj: Any) -> str:
@@ -271,4 +293,5 @@ def train_hash(cfg: dict) -> str:
 
 def run_key(cfg: dict) -> str:
     """Identity of a run: same key = same config and seed (resume and sweeps skip by it)."""
-    return canonical_hash({k: v for k, v in cfg.items() if k not in ("overrides", "device")})
+    return canonical_hash({k: v for k, v in cfg.items()
+                           if k not in ("overrides", "device", "store_device", "store_fraction")})

@@ -38,14 +38,24 @@ def positive_int(ctx: click.Context, param: click.Parameter, value: int | None) 
 @click.option("--resume", is_flag=True, help="Continue the latest unfinished run of this configuration.")
 @click.option("--resume-from", default=None, type=click.Path(file_okay=False), help="Continue this run directory.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None,
+              help="Mixed-precision training (autocast; fp16 adds a gradient scaler). Metrics stay float32.")
+@click.option("--channels-last", is_flag=True, help="Models and images in the channels-last memory format.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the encoder and enhancer (slow first step).")
+@click.option("--store-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the image store lives: on the GPU when it fits (auto), host memory with pinned "
+                   "staging (cpu), or the GPU (cuda). Batches are identical either way.")
+@click.option("--store-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Share of free device memory a resident store may take (default 0.5).")
 def run(encoder, enhancer, protocol, schedule, dataset, refs, losses, lr_encoder, lr_enhancer, steps, seed,
         device, runs_dir, sets, blind, pretrained, encoder_config, enhancer_config, resume, resume_from,
-        quiet) -> None:
+        quiet, amp, channels_last, compile_, store_device, store_fraction) -> None:
     """Train and evaluate ENCODER + ENHANCER; print the results table and the record path."""
     cfg = resolve(protocol, encoder=encoder, enhancer=enhancer, schedule=schedule, refs=refs, losses=list(losses),
                   lr_encoder=lr_encoder, lr_enhancer=lr_enhancer, steps=steps, seed=seed, device=device,
                   sets=list(sets), blind=blind, pretrained=pretrained, encoder_config=encoder_config,
-                  enhancer_config=enhancer_config, dataset=dataset)
+                  enhancer_config=enhancer_config, dataset=dataset, amp=amp, channels_last=channels_last,
+                  compile=compile_, store_device=store_device, store_fraction=store_fraction)
     run_dir, record = run_experiment(cfg, runs_dir, resume=resume, resume_from=resume_from, progress=not quiet)
     click.echo(run_summary_table(record))
     click.echo(f"record: {run_dir / 'record.json'}")
