@@ -90,26 +90,38 @@ def prepare(cfg: dict, device: str) -> tuple[Components, Any, dict, dict]:
 
 def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, resume_from: str | None = None,
                    progress: bool = True) -> tuple[Path, dict]:
-    """Train and evaluate ``cfg``; returns the run directory and the final record."""
-    from .data.sampler import TrainSampler
+    """Train and evaluate ``cfg``; returns the run directory and the final record.
+
+    Under ``torchrun`` every rank calls this (see :mod:`piebench.distributed`): rank 0 picks the
+    run directory and writes every file; all ranks train on their shard of each global batch and
+    evaluate their share of the manifest; ranks > 0 return the record without metrics.
+    """
+    from .data.device_store import build_sampler
+    from .distributed import setup as setup_distributed
     from .evaluate import evaluate, summarize
     from .train import Trainer, latest_checkpoint
 
     runs_dir = Path(runs_dir)
-    device = resolve_device(cfg["device"])
+    dist = setup_distributed(resolve_device(cfg["device"]))  # one process unless started by torchrun
+    device = dist.device
     key = C.run_key(cfg)
     cfg["_run_key"] = key
     comps, metrics, unavailable, manifest = prepare(cfg, device)
-    probe_writable(runs_dir)
+    dist.prepare_models([comps.encoder, comps.enhancer, *comps.losses.values()], cfg["seed"])
+    if dist.is_main:
+        probe_writable(runs_dir)
     registry = get_manager().registry
     e_hash = C.eval_hash(cfg, comps.dataset.recipe_hash)
     t_hash = C.train_hash(cfg)
 
-    with run_lock(runs_dir, key):
-        run_dir, state = _choose_run_dir(cfg, runs_dir, key, resume, resume_from)
-        fresh = state is None and not (run_dir / "record.json").exists()
-        if not fresh:
+    with run_lock(runs_dir, key) if dist.is_main else contextlib.nullcontext():
+        run_dir, state = _choose_run_dir(cfg, runs_dir, key, resume, resume_from) if dist.is_main else (None, None)
+        fresh = dist.is_main and state is None and not (run_dir / "record.json").exists()
+        if dist.is_main and not fresh:
             _remove_stale_temporaries(run_dir)
+        run_dir, fresh, resumed = dist.broadcast_object((run_dir, fresh, state is not None))
+        if resumed and state is None:  # ranks > 0 load the checkpoint rank 0 chose
+            state = latest_checkpoint(run_dir / "checkpoints")[1]
         try:
             if fresh:
                 record = base_record(cfg, key=key, eval_hash=e_hash, train_hash=t_hash,
@@ -123,22 +135,24 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
                 "encoder": sum(p.numel() for p in comps.encoder.parameters()),
                 "enhancer": sum(p.numel() for p in comps.enhancer.parameters()),
             }
-            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run_dir / "config.json", {k: v for k, v in cfg.items() if not k.startswith("_")})
-            atomic_write_json(run_dir / "manifest.json", manifest)
-            atomic_write_json(run_dir / "record.json", record)
+            if dist.is_main:
+                (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+                atomic_write_json(run_dir / "config.json", {k: v for k, v in cfg.items() if not k.startswith("_")})
+                atomic_write_json(run_dir / "manifest.json", manifest)
+                atomic_write_json(run_dir / "record.json", record)
         except BaseException:
-            if fresh:
+            if fresh and dist.is_main:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         ctx = RunContext(config=cfg, run_dir=run_dir, record=record)
         hook = get_manager().hook
         pairs = "inputs" in comps.encoder.requires
-        sampler = TrainSampler(comps.dataset, batch_users=cfg["train"]["batch_users"],
-                               per_user=cfg["train"]["per_user"], refs=cfg["train"]["refs"], pairs=pairs,
-                               seed=cfg["seed"], augment=cfg["train"].get("augment", True), device="cpu")
-        trainer = Trainer(comps, sampler, cfg, run_dir / "checkpoints", device=device,
-                          log_path=run_dir / "train_log.jsonl", hook=hook, run=ctx, progress=progress)
+        sampler = build_sampler(comps.dataset, cfg, device=device, pairs=pairs)  # store on the device if it fits
+        record["speed"] = {"store": sampler.store.mode, "kernel": sampler.kernel, "world_size": dist.world_size,
+                           "backend": dist.backend, **{k: cfg["train"][k] for k in ("amp", "channels_last",
+                                                                                   "compile") if k in cfg["train"]}}
+        trainer = Trainer(comps, dist.shard_sampler(sampler), cfg, run_dir / "checkpoints", device=device,
+                          log_path=run_dir / "train_log.jsonl", hook=hook, run=ctx, progress=progress, dist=dist)
         resumed_from = 0
         if state is not None:
             trainer.load_checkpoint(state)
@@ -148,12 +162,13 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
             if found:
                 trainer.load_checkpoint(found[1])
                 resumed_from = trainer.step
-        if resumed_from == 0:
+        if resumed_from == 0 and dist.is_main:
             atomic_write_text(run_dir / "train_log.jsonl", "")
         record["resumed_from_step"] = resumed_from
-        if resumed_from:  # said even under --quiet: the user must know what was kept
+        if resumed_from and dist.is_main:  # said even under --quiet: the user must know what was kept
             print(f"piebench: resuming {run_dir} from step {resumed_from} of {trainer.total}", file=sys.stderr)
-        hook.on_run_start(run=ctx)
+        if dist.is_main:
+            hook.on_run_start(run=ctx)
         t0 = time.perf_counter()
         try:
             trainer.fit()
@@ -176,8 +191,12 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
         t1 = time.perf_counter()
         record["timings"]["train_s"] = round(record["timings"].get("train_s", 0) + train_s, 3)
         try:
-            result = evaluate(comps.encoder, comps.enhancer, comps.dataset, manifest, metrics=metrics, pairs=pairs,
-                              device=device, progress=progress, unavailable=unavailable)
+            result = evaluate(comps.encoder, comps.enhancer, comps.dataset, dist.shard_manifest(manifest),
+                              metrics=metrics, pairs=pairs, device=device, progress=progress and dist.is_main,
+                              unavailable=unavailable)
+            result = dist.gather_eval(result, manifest)  # in manifest order, on rank 0
+            if not dist.is_main:
+                return run_dir, record
             result.per_image.to_csv(run_dir / "per_image.csv.tmp", index=False)
             os.replace(run_dir / "per_image.csv.tmp", run_dir / "per_image.csv")
             np.savez(run_dir / "control.npz", mse_out_tgt=result.mse_out_tgt, mse_tgt_tgt=result.mse_tgt_tgt,
@@ -243,6 +262,10 @@ def _load_record(run_dir: Path) -> dict:
 
 def _finish(record: dict, run_dir: Path, status: str, t0: float, trainer: Any, hook: Any, ctx: RunContext,
             reason: str | None = None, count_time: bool = True) -> None:
+    from .distributed import current
+
+    if not current().is_main:  # only rank 0 writes
+        return
     record["status"] = status
     if reason:
         record["reason"] = reason
