@@ -3,8 +3,8 @@
 :class:`DeviceStore` holds a dataset's uint8 ``versions`` ``[V, P, H, W, 3]`` in one of two modes:
 
 * ``resident``: the whole store copied once to the device (CUDA memory, or host RAM when the
-  device is the CPU). Chosen when it fits in ``fraction`` of the device's free memory
-  (``torch.cuda.mem_get_info`` on CUDA, ``MemAvailable`` on the CPU).
+  device is the CPU and ``resident`` is asked for). ``auto`` chooses it on an accelerator when
+  the store fits in ``fraction`` of the device's free memory (``torch.cuda.mem_get_info``).
 * ``staged``: the store stays in its memory map; each batch's rows are gathered on the host
   into one of two (pinned, on CUDA) staging buffers and copied with ``non_blocking=True``; an
   event per buffer keeps a buffer from being refilled while its copy is still in flight.
@@ -60,14 +60,14 @@ def free_memory(device: torch.device | str) -> int:
 
 def choose_mode(nbytes: int, device: torch.device | str, mode: str = "auto",
                 fraction: float = DEFAULT_FRACTION) -> str:
-    """``resident`` when ``mode`` says so or (``auto``) the store fits in ``fraction`` of free memory,
-    else ``staged``; refuses ``resident`` for a store that does not fit."""
+    """``resident`` when ``mode`` says so or (``auto``, accelerators) the store fits in ``fraction`` of
+    free memory, else ``staged``; refuses ``resident`` for a store that does not fit."""
     if mode not in MODES:
         raise UsageError(f"store mode must be one of {', '.join(MODES)}, got '{mode}'")
     if not 0 < fraction <= 1:
         raise UsageError(f"store fraction must be in (0, 1], got {fraction}")
-    if mode == "staged":
-        return mode
+    if mode == "staged" or (mode == "auto" and torch.device(device).type == "cpu"):
+        return "staged"  # on the CPU the memory map already is host memory: a copy would buy nothing
     budget = int(fraction * free_memory(device))
     if nbytes <= budget:
         return "resident"

@@ -151,15 +151,17 @@ def test_to_float_flips_only_the_flagged_rows():
 def test_mode_follows_free_memory(ds, monkeypatch):
     nbytes = ds.versions.nbytes
     monkeypatch.setattr(device_store, "free_memory", lambda device: 4 * nbytes)
-    assert choose_mode(nbytes, "cpu", "auto", fraction=0.5) == "resident"
-    assert choose_mode(nbytes, "cpu", "auto", fraction=0.2) == "staged"
-    assert choose_mode(nbytes, "cpu", "staged") == "staged"
+    assert choose_mode(nbytes, "cuda", "auto", fraction=0.5) == "resident"  # free_memory is faked: no GPU needed
+    assert choose_mode(nbytes, "cuda", "auto", fraction=0.2) == "staged"
+    assert choose_mode(nbytes, "cuda", "staged") == "staged"
     with pytest.raises(UsageError, match="only"):
-        choose_mode(nbytes, "cpu", "resident", fraction=0.2)
+        choose_mode(nbytes, "cuda", "resident", fraction=0.2)
     with pytest.raises(UsageError, match="fraction"):
-        choose_mode(nbytes, "cpu", "auto", fraction=0)
-    store = DeviceStore(ds.versions, "cpu", fraction=0.2)
-    assert store.mode == "staged" and store.data is None
+        choose_mode(nbytes, "cuda", "auto", fraction=0)
+    assert choose_mode(nbytes, "cpu", "resident", fraction=0.5) == "resident"
+    assert choose_mode(nbytes, "cpu", "auto", fraction=0.5) == "staged"  # the memory map is host memory already
+    store = DeviceStore(ds.versions, "cpu", mode="resident", fraction=0.5)
+    assert store.mode == "resident" and store.data.shape[0] == ds.versions.shape[0] * ds.versions.shape[1]
 
 
 def test_store_device_choices():
