@@ -164,8 +164,31 @@ class Trainer:
         atomic_write_text(self.log_path, "".join(json.dumps(e) + "\n" for e in self.log))
 
     # -- the loop --------------------------------------------------------------------------
-    def train_step(self, stage: dict) -> dict[str, float]:
-        batch = self.precision.batch(self.sampler.sample().to(self.device))
+    def _kept(self) -> str:
+        if self.last_saved is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint (step {self.last_saved}) is kept in {self.ckpt_dir}"
+
+    def _blame_gradients(self, stage: dict, batch: Any) -> list[str]:
+        """The loss terms whose gradient alone is non-finite, recomputed on the failing batch.
+
+        Only called when the run is about to stop, so the extra passes cost nothing in a
+        healthy run; falls back to every term if the recomputation itself fails.
+        """
+        bad = []
+        try:
+            for name in stage["losses"]:
+                self._opt.zero_grad(set_to_none=True)
+                self._loss_terms(stage, batch)[name].backward()
+                grads = [p.grad for g in self._opt.param_groups for p in g["params"] if p.grad is not None]
+                if any(not torch.isfinite(gr).all() for gr in grads):
+                    bad.append(name)
+        except Exception:  # noqa: BLE001 - a diagnosis must not hide the real error
+            return list(stage["losses"])
+        return bad or list(stage["losses"])
+
+    def _loss_terms(self, stage: dict, batch: Any) -> dict[str, torch.Tensor]:
+        """The stage's weighted loss terms on ``batch`` (forward passes included)."""
         terms: dict[str, torch.Tensor] = {}
         image_losses = {n: w for n, w in stage["losses"].items() if self.c.losses[n].kind == "image"}
         emb_losses = {n: w for n, w in stage["losses"].items() if self.c.losses[n].kind == "embedding"}
@@ -185,11 +208,16 @@ class Trainer:
             emb, users = self.dist.gather_embeddings(emb.float(), batch.user)  # the global batch's
             for name, w in emb_losses.items():
                 terms[name] = w * self.c.losses[name](emb, users)
+        return terms
+
+    def train_step(self, stage: dict) -> dict[str, float]:
+        batch = self.precision.batch(self.sampler.sample().to(self.device))
+        terms = self._loss_terms(stage, batch)
         values = self.dist.mean_values(terms)  # over ranks: every rank sees the same numbers
         for name, value in values.items():
             if not torch.isfinite(value).all():
                 raise RunFailed(f"non-finite loss at step {self.step + 1}: term '{name}' = {value.item()}; "
-                                f"the last good checkpoint is kept in {self.ckpt_dir}")
+                                f"{self._kept()}")
         total = sum(terms.values())
         self._opt.zero_grad(set_to_none=True)
         self.precision.backward(total)
@@ -198,8 +226,9 @@ class Trainer:
         self.precision.unscale(self._opt)
         norm = torch.nn.utils.clip_grad_norm_(params, float(self.grad_clip) if self.grad_clip else float("inf"))
         if not torch.isfinite(norm) and not self.precision.tolerates_overflow:
-            raise RunFailed(f"non-finite gradients at step {self.step + 1} (loss terms: {', '.join(terms)}); "
-                            f"the last good checkpoint is kept in {self.ckpt_dir}")
+            culprits = ", ".join(f"'{n}'" for n in self._blame_gradients(stage, batch))
+            raise RunFailed(f"non-finite gradients at step {self.step + 1} from loss term {culprits} "
+                            f"(terms: {', '.join(terms)}); {self._kept()}")
         stepped = self.precision.step(self._opt)
         self._sched.step()
         self.images_seen += batch.input.shape[0] * self.dist.world_size
