@@ -18,8 +18,9 @@ from piebench.plugins import get_registry
 from piebench.runner import run_experiment
 
 REGISTRY = get_registry()
-# Oracles need users' identities from the dataset (tested in their own file); transfer needs lab-stats.
-PAIRS = sorted({(e, first_compatible(REGISTRY, encoder=e)) for e in REGISTRY.names("encoder")}
+# Oracle encoders need the run's dataset to be built, so their partner is named here.
+PAIRS = sorted({(e, first_compatible(REGISTRY, encoder=e) or ("adain" if e.startswith("oracle") else None))
+                for e in REGISTRY.names("encoder")}
                | {(first_compatible(REGISTRY, enhancer=h, preferred=("angular", "star", "lab-stats")), h)
                   for h in REGISTRY.names("enhancer")}, key=lambda p: (str(p[0]), str(p[1])))
 FAST = ["eval.max_photos=2", "eval.data.crops_per_scene=12", "eval.data.seen_users=4", "eval.data.unseen_users=2",
