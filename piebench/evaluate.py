@@ -136,6 +136,12 @@ def summarize(result: EvalResult, metric_names: list[str], seed: int = 0) -> dic
             ci = bootstrap_ci(diff, clusters=part["photo"].to_numpy(), seed=seed)
             g["gain_over_identity"] = {"mean": float(ci.mean), "ci": [float(ci.lo), float(ci.hi)]}
         summary[group] = g
+    per_user = df.groupby("user_name", sort=False)
+    summary["per_user"] = {
+        str(name): {"seen": bool(part["seen"].iloc[0]),
+                    **{m: float(part[m].mean()) for m in [*metric_names, "identity_psnr", "sensitivity"]
+                       if m in part and part[m].notna().any() and np.isfinite(part[m]).all()}}
+        for name, part in per_user}
     for name, why in result.unavailable.items():
         summary.setdefault("unavailable", {})[name] = why
     return summary
