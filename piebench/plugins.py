@@ -85,7 +85,8 @@ class PluginManager:
 
     def load_entry_points(self) -> None:
         disabled = {s.strip() for s in os.environ.get("PIEBENCH_DISABLE_PLUGINS", "").split(",") if s.strip()}
-        for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
+        # built-ins first, so a third-party plugin can never take a built-in name (first registration wins)
+        for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: (not _is_builtin(e), e.name)):
             if ep.name in disabled or ep.name in self.plugins:
                 continue
             dist = getattr(ep, "dist", None)
@@ -113,7 +114,7 @@ class PluginManager:
         """Call each plugin's registration hooks, one plugin at a time, into the registry."""
         for hook_name, kind in _REGISTER_HOOKS.items():
             caller = getattr(self.pm.hook, hook_name)
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():  # registration order (pluggy calls hooks in reverse)
                 info = self.plugins.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name)
                 try:
                     impl.function(register=self._register_fn(kind, info))
@@ -148,6 +149,11 @@ class PluginManager:
     @property
     def hook(self) -> Any:
         return self.pm.hook
+
+
+def _is_builtin(ep: Any) -> bool:
+    dist = getattr(ep, "dist", None)
+    return bool(dist) and dist.metadata["Name"] == "piebench"
 
 
 def _first_line(err: BaseException) -> str:
