@@ -198,8 +198,9 @@ class Trainer:
                 out = self.c.enhancer(batch.input, pref)
             out = out.float()  # losses in float32, outside autocast
             if out.shape != batch.target.shape:
-                raise RunFailed(f"enhancer '{self.cfg['enhancer']['name']}' returned shape {tuple(out.shape)}, "
-                                f"expected {tuple(batch.target.shape)}")
+                enh = self.cfg["enhancer"]["name"]
+                raise RunFailed(f"enhancer '{enh}' (plugin '{_plugin_of('enhancer', enh)}') returned shape "
+                                f"{tuple(out.shape)}, expected {tuple(batch.target.shape)} (the input's)")
             for name, w in image_losses.items():
                 terms[name] = w * self.c.losses[name](out, batch.target, batch)
         if emb_losses:
@@ -287,6 +288,16 @@ class Trainer:
             if log_fh is not None:
                 log_fh.close()
             bar.close()
+
+
+def _plugin_of(kind: str, name: str) -> str:
+    """The plugin that registered ``kind`` ``name`` (for error messages)."""
+    from .plugins import get_manager
+
+    try:
+        return get_manager().registry.get(kind, name).plugin or "?"
+    except Exception:  # noqa: BLE001
+        return "?"
 
 
 class _DeferredStop:
