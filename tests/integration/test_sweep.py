@@ -86,7 +86,6 @@ def test_gain_over_the_blind_twin_is_the_paired_per_image_difference(swept):
     assert "gain ↑ seen" in text and "gain ↑ unseen" in text
 
 
-@pytest.mark.slow
 def test_ablate_reports_the_gram_loss_delta_with_its_ci(tmp_path):
     out_dir = tmp_path / "abl"
     code, out = invoke(["ablate", "--encoder", "angular", "--enhancer", "sa", "--set", "loss.gram=0,0.01",
