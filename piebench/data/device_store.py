@@ -126,18 +126,9 @@ class DeviceStore:
         self._k = k
         return buf[:n]
 
-    def rows(self, flat: np.ndarray, kernel: str = "torch") -> torch.Tensor | np.ndarray:
-        """uint8 ``[M, H, W, 3]`` for flat row indices ``version * P + photo``: a tensor on the device
-        (``kernel="torch"``), or a numpy array (``kernel="numpy"``, CPU stores only)."""
+    def rows(self, flat: np.ndarray) -> torch.Tensor:
+        """uint8 ``[M, H, W, 3]`` on the device for flat row indices ``version * P + photo``."""
         flat = np.asarray(flat, np.int64).reshape(-1)
-        if kernel == "numpy":
-            if self.device.type != "cpu":
-                raise UsageError("the numpy kernel serves CPU stores only; use kernel='torch' on an accelerator")
-            source = self.data.numpy() if self.mode == "resident" else self.host
-            order = np.argsort(flat, kind="stable")  # read the memory map in file order
-            out = np.empty((len(flat), self.row_bytes), np.uint8)
-            out[order] = np.take(source, flat[order], axis=0)
-            return out.reshape(-1, *self.row_shape)
         if self.mode == "resident":
             idx = torch.from_numpy(flat).to(self.device, non_blocking=True)
             return self.data.index_select(0, idx).view(-1, *self.row_shape)
@@ -160,6 +151,26 @@ class DeviceStore:
         rows = self.rows(v * self.shape[1] + p)
         return rows.view(*v.shape, *self.row_shape)
 
+    def images_numpy(self, flat: np.ndarray, flip: np.ndarray, channels_last: bool = False) -> torch.Tensor:
+        """float32 ``[M, 3, H, W]`` in [0, 1] for flat row indices, rows with ``flip`` mirrored, built in
+        numpy on the CPU: each row is read once from the store, mirrored and transposed into a uint8
+        buffer, then one contiguous (SIMD) division makes the floats; the values of :func:`to_float`."""
+        if self.device.type != "cpu":
+            raise UsageError("the numpy kernel serves CPU stores only; use kernel='torch' on an accelerator")
+        flat = np.asarray(flat, np.int64).reshape(-1)
+        flip = np.asarray(flip, bool).reshape(-1)
+        source = self.data.numpy() if self.mode == "resident" else self.host
+        h, w, c = self.row_shape
+        buf = np.empty((len(flat), h, w, c) if channels_last else (len(flat), c, h, w), np.uint8)
+        for i in np.argsort(flat, kind="stable"):  # read the memory map in file order
+            img = source[flat[i]].reshape(h, w, c)
+            if flip[i]:
+                img = img[:, ::-1]
+            np.copyto(buf[i], img if channels_last else img.transpose(2, 0, 1))
+        out = np.empty(buf.shape, np.float32)
+        np.divide(buf, np.float32(255.0), out=out)
+        return torch.from_numpy(out).permute(0, 3, 1, 2) if channels_last else torch.from_numpy(out)
+
 
 def to_float(rows: torch.Tensor, flip: torch.Tensor | None = None,
              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
@@ -173,19 +184,6 @@ def to_float(rows: torch.Tensor, flip: torch.Tensor | None = None,
     out = torch.empty(nchw.shape, dtype=torch.float32, device=rows.device, memory_format=memory_format)
     out.copy_(nchw)  # one kernel: uint8 -> float32 and HWC -> CHW
     return out.div_(255.0)
-
-
-def to_float_numpy(rows: np.ndarray, flip: np.ndarray | None = None, channels_last: bool = False) -> torch.Tensor:
-    """:func:`to_float` in numpy on the CPU (``rows`` is modified where flipped)."""
-    if flip is not None and flip.any():
-        rows[flip] = rows[flip][:, :, ::-1]
-    if channels_last:  # NHWC memory seen as [M, 3, H, W]
-        out = np.empty(rows.shape, np.float32)
-        np.divide(rows, np.float32(255.0), out=out)
-        return torch.from_numpy(out).permute(0, 3, 1, 2)
-    out = np.empty((rows.shape[0], 3, *rows.shape[1:3]), np.float32)
-    np.divide(np.moveaxis(rows, -1, -3), np.float32(255.0), out=out)
-    return torch.from_numpy(out)
 
 
 class DeviceSampler(TrainSampler):
@@ -232,10 +230,10 @@ class DeviceSampler(TrainSampler):
             parts_f.append(ref_flip.reshape(-1))
         flat = np.concatenate(parts_v) * p_count + np.concatenate(parts_p)
         flips = np.concatenate(parts_f)
-        rows = self.store.rows(flat, self.kernel)  # one gather for every image of the batch
         if self.kernel == "numpy":
-            images = to_float_numpy(rows, flips, self.memory_format == torch.channels_last)
+            images = self.store.images_numpy(flat, flips, self.memory_format == torch.channels_last)
         else:
+            rows = self.store.rows(flat)  # one gather for every image of the batch
             f = torch.from_numpy(flips).to(self.device, non_blocking=True) if flips.any() else None
             images = to_float(rows, f, self.memory_format)
         h, w = images.shape[-2:]
