@@ -177,16 +177,27 @@ def find_runs(runs_dir: Path, key: str) -> list[tuple[Path, dict]]:
 
 
 @contextlib.contextmanager
-def run_lock(runs_dir: Path, key: str) -> Iterator[None]:
-    """An exclusive lock per run key, so two processes never run the same config at once."""
+def run_lock(runs_dir: Path, key: str, wait: bool = False) -> Iterator[None]:
+    """An exclusive lock per run key, so two processes never run the same config at once.
+
+    When another process holds it: fail at once, or with ``wait`` block until it is released
+    (sweeps and ``--resume`` then reuse or continue what the other process left).
+    """
+    import sys
+
     lock_dir = runs_dir / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / f"{key}.lock", "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunFailed(f"another piebench process is running the same configuration (run key {key}); "
-                            f"wait for it or use another --runs-dir") from None
+            if not wait:
+                raise RunFailed(f"another piebench process is running the same configuration (run key {key}); "
+                                f"wait for it, add --resume to wait and reuse its result, or use another "
+                                f"--runs-dir") from None
+            print(f"piebench: another process is running the same configuration (run key {key}); waiting for it",
+                  file=sys.stderr)
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
