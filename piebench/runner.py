@@ -114,7 +114,10 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
     e_hash = C.eval_hash(cfg, comps.dataset.recipe_hash)
     t_hash = C.train_hash(cfg)
 
-    with run_lock(runs_dir, key) if dist.is_main else contextlib.nullcontext():
+    with run_lock(runs_dir, key, wait=resume) if dist.is_main else contextlib.nullcontext():
+        done = _finished_run(runs_dir, key) if resume and not resume_from and dist.is_main else None
+        if dist.broadcast_object(done is not None):  # nothing to resume: it finished (maybe while we waited)
+            return dist.broadcast_object(done)
         run_dir, state = _choose_run_dir(cfg, runs_dir, key, resume, resume_from) if dist.is_main else (None, None)
         fresh = dist.is_main and state is None and not (run_dir / "record.json").exists()
         if dist.is_main and not fresh:
@@ -276,6 +279,17 @@ def _finish(record: dict, run_dir: Path, status: str, t0: float, trainer: Any, h
                          "wall_s": round(sum(record["timings"].values()), 3)}
     atomic_write_json(run_dir / "record.json", record)
     hook.on_run_end(run=ctx, record=record)
+
+
+def _finished_run(runs_dir: Path, key: str) -> tuple[Path, dict] | None:
+    """The newest finished run of ``key``, looked up under the lock (so one that another process
+    finished while this one waited for the lock counts), announced on stderr."""
+    for run_dir, rec in reversed(find_runs(runs_dir, key)):
+        if rec.get("status") == "finished":
+            print(f"piebench: {run_dir} has already finished this configuration; reusing it (run without "
+                  f"--resume for a new run)", file=sys.stderr)
+            return run_dir, rec
+    return None
 
 
 def _choose_run_dir(cfg: dict, runs_dir: Path, key: str, resume: bool,
