@@ -35,7 +35,9 @@ def positive_int(ctx: click.Context, param: click.Parameter, value: int | None) 
 @click.option("--pretrained", is_flag=True, help="Start backbones from staged ImageNet weights ($TORCH_HOME).")
 @click.option("--encoder-config", default=None, help="Encoder configuration (small, paper, ...).")
 @click.option("--enhancer-config", default=None, help="Enhancer configuration (small, paper, ...).")
-@click.option("--resume", is_flag=True, help="Continue the latest unfinished run of this configuration.")
+@click.option("--resume", is_flag=True,
+              help="Continue the latest unfinished run of this configuration (reuse a finished one; wait for "
+                   "another process running it).")
 @click.option("--resume-from", default=None, type=click.Path(file_okay=False), help="Continue this run directory.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None,
