@@ -156,4 +156,5 @@ def register_enhancers(register):
         version="1",
         parameters={"paper": 36_489},
         load_weights=load_weights,
+        full_resolution=True,  # curves / LUT / 1x1 convs applied to the full image; the CNN sees a small copy
     )

@@ -190,4 +190,5 @@ def register_enhancers(register):
         },
         version="1",
         parameters={"paper": 482_080},
+        full_resolution=True,  # coefficients predicted at 256 px, sliced and applied at full resolution
     )

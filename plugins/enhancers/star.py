@@ -177,4 +177,5 @@ def register_enhancers(register):
         version="1",
         parameters={"paper mapping": 2_626_566, "paper SlimEnhancer": 11_462_459},
         load_weights=load_weights,
+        full_resolution=True,  # curves / LUT / 1x1 convs applied to the full image; the CNN sees a small copy
     )
