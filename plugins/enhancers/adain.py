@@ -25,6 +25,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from piebench_plugins.enhancers._common import pad_to_multiple
 from torch import Tensor, nn
 
 from piebench import hookimpl
@@ -33,15 +34,6 @@ from piebench.interfaces import BuildContext, Enhancer, Preference
 
 #: softplus(SOFTPLUS_ONE) == 1: a zero sigma-head output leaves the feature scale unchanged.
 SOFTPLUS_ONE = math.log(math.e - 1.0)
-
-
-def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int, int]:
-    """``x`` padded (replicate, bottom/right) so H and W are multiples of ``multiple``; returns (x, H, W)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return x, h, w
 
 
 def double_conv(cin: int, cout: int) -> nn.Sequential:

@@ -26,6 +26,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+from piebench_plugins.enhancers._common import pad_to_multiple
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
@@ -35,15 +36,6 @@ from piebench.interfaces import BuildContext, Enhancer, Preference
 
 #: torchvision's ImageNet ResNet-18 checkpoint, looked up (never downloaded) under $TORCH_HOME.
 RESNET18_FILE = "resnet18-f37072fd.pth"
-
-
-def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int, int]:
-    """``x`` padded (replicate, bottom/right) so H and W are multiples of ``multiple``; returns (x, H, W)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return x, h, w
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, bn: bool = True) -> nn.Sequential:
