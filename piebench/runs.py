@@ -224,3 +224,32 @@ def base_record(cfg: dict, *, key: str, eval_hash: str, train_hash: str, plugins
         "compute": {},
         "metrics": {},
     }
+
+
+#: per_image.csv columns kept in archived records (enough for paired statistics and ties).
+ARCHIVE_COLUMNS = ("photo", "scene", "draw", "user", "user_name", "seen", "psnr", "psnr_q8", "ssim", "ssim_down",
+                   "delta_e", "lpips", "identity_psnr", "sensitivity")
+
+
+def archive_records(runs_dir: str | Path, dest: str | Path, protocol: str | None = None) -> list[Path]:
+    """Copy finished records (record.json + a trimmed per_image.csv) under ``dest``, keeping the
+    layout ``<protocol>/<encoder>+<enhancer>/<run-id>/``: small files a leaderboard can be
+    regenerated from (``leaderboards/records/`` in the repository)."""
+    import pandas as pd
+
+    runs_dir, dest = Path(runs_dir), Path(dest)
+    written = []
+    for run_dir, rec in iter_records(runs_dir):
+        if rec.get("status") != "finished" or (protocol and rec["protocol"]["name"] != protocol):
+            continue
+        target = dest / run_dir.relative_to(runs_dir)
+        keep = {k: v for k, v in rec.items() if k not in ("environment",)}
+        keep["environment"] = {k: v for k, v in rec.get("environment", {}).items() if k != "platform"}
+        atomic_write_json(target / "record.json", keep)
+        per_image = run_dir / "per_image.csv"
+        if per_image.exists():
+            df = pd.read_csv(per_image)
+            df = df[[c for c in ARCHIVE_COLUMNS if c in df.columns]]
+            atomic_write_text(target / "per_image.csv", df.to_csv(index=False, float_format="%.5f"))
+        written.append(target)
+    return written

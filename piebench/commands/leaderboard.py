@@ -15,10 +15,17 @@ from ..leaderboard import collect, leaderboard_tables, render_markdown
 @click.option("--protocol", default=None, help="Only this protocol.")
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]), default="md", show_default=True)
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Write files here instead of printing.")
-def leaderboard(runs_dir: str, protocol: str | None, fmt: str, out: str | None) -> None:
+@click.option("--archive", default=None, type=click.Path(file_okay=False),
+              help="Also copy the finished records (record.json + trimmed per_image.csv) into this folder.")
+def leaderboard(runs_dir: str, protocol: str | None, fmt: str, out: str | None, archive: str | None) -> None:
     """One table per evaluation spec of the finished runs in RUNS_DIR."""
     if not Path(runs_dir).is_dir():
         raise UsageError(f"runs directory not found: {runs_dir}; pass --runs-dir")
+    if archive:
+        from ..runs import archive_records
+
+        copied = archive_records(runs_dir, archive, protocol)
+        click.echo(f"archived {len(copied)} records into {archive}", err=True)
     tables = leaderboard_tables(collect(runs_dir, protocol))
     if fmt == "md":
         text = render_markdown(tables)
