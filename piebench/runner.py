@@ -109,7 +109,7 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
     comps, metrics, unavailable, manifest = prepare(cfg, device)
     dist.prepare_models([comps.encoder, comps.enhancer, *comps.losses.values()], cfg["seed"])
     if dist.is_main:
-        probe_writable(runs_dir)
+        probe_writable(runs_dir, need_bytes=_disk_needed(comps))
     registry = get_manager().registry
     e_hash = C.eval_hash(cfg, comps.dataset.recipe_hash)
     t_hash = C.train_hash(cfg)
@@ -280,6 +280,13 @@ def _finish(record: dict, run_dir: Path, status: str, t0: float, trainer: Any, h
     atomic_write_json(run_dir / "record.json", record)
     hook.on_run_end(run=ctx, record=record)
 
+
+def _disk_needed(comps: Components) -> int:
+    """Bytes a run needs in its runs directory: three checkpoints (two kept plus the one being
+    written) of weights and Adam's two moments, plus 4 MiB of logs, records and figures."""
+    modules = [comps.encoder, comps.enhancer, *comps.losses.values()]
+    weights = sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()])
+    return 3 * 3 * weights + (4 << 20)
 
 def _finished_run(runs_dir: Path, key: str) -> tuple[Path, dict] | None:
     """The newest finished run of ``key``, looked up under the lock (so one that another process
