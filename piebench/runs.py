@@ -14,6 +14,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -143,8 +144,8 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def probe_writable(runs_dir: Path) -> None:
-    """Fail early (before training) when the runs directory cannot be written."""
+def probe_writable(runs_dir: Path, need_bytes: int = 0) -> None:
+    """Fail early (before training) when the runs directory cannot be written or lacks ``need_bytes``."""
     if not runs_dir.parent.exists() and not runs_dir.exists():
         raise UsageError(f"runs directory's parent does not exist: {runs_dir.parent}; create it or choose "
                          f"another --runs-dir")
@@ -159,6 +160,11 @@ def probe_writable(runs_dir: Path) -> None:
     except OSError as err:
         raise RunFailed(f"cannot write to runs directory {runs_dir}: {err.strerror or err}; free space or "
                         f"choose another --runs-dir") from None
+    free = shutil.disk_usage(runs_dir).free
+    if free < need_bytes:
+        raise RunFailed(f"only {free / 2**20:.1f} MiB free in runs directory {runs_dir}; this run needs about "
+                        f"{need_bytes / 2**20:.0f} MiB (its checkpoints and results); free space or choose another "
+                        f"--runs-dir")
 
 
 def run_group_dir(runs_dir: Path, cfg: dict) -> Path:
