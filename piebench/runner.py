@@ -187,6 +187,11 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
         except RunFailed as err:
             _finish(record, run_dir, "failed", t0, trainer, hook, ctx, reason=str(err))
             raise
+        except OSError as err:  # disk full, file system gone read-only, ...
+            reason = (f"writing the run failed at step {trainer.step}: {err.strerror or err}; {trainer.checkpoint_note()}; "
+                      f"free space and resume with the same command plus --resume")
+            _finish(record, run_dir, "failed", t0, trainer, hook, ctx, reason=reason)
+            raise RunFailed(reason) from None
         except Exception as err:
             _finish(record, run_dir, "failed", t0, trainer, hook, ctx, reason=f"{type(err).__name__}: {err}")
             raise
@@ -277,7 +282,11 @@ def _finish(record: dict, run_dir: Path, status: str, t0: float, trainer: Any, h
     record["finished" if status == "finished" else "stopped"] = now()
     record["compute"] = {"steps": trainer.step, "total_steps": trainer.total, "images_seen": trainer.images_seen,
                          "wall_s": round(sum(record["timings"].values()), 3)}
-    atomic_write_json(run_dir / "record.json", record)
+    try:
+        atomic_write_json(run_dir / "record.json", record)
+    except OSError as err:  # e.g. the disk filled up: report the original error, not this one
+        print(f"piebench: warning: could not update {run_dir / 'record.json'}: {err.strerror or err}",
+              file=sys.stderr)
     hook.on_run_end(run=ctx, record=record)
 
 
@@ -287,6 +296,7 @@ def _disk_needed(comps: Components) -> int:
     modules = [comps.encoder, comps.enhancer, *comps.losses.values()]
     weights = sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()])
     return 3 * 3 * weights + (4 << 20)
+
 
 def _finished_run(runs_dir: Path, key: str) -> tuple[Path, dict] | None:
     """The newest finished run of ``key``, looked up under the lock (so one that another process

@@ -164,7 +164,8 @@ class Trainer:
         atomic_write_text(self.log_path, "".join(json.dumps(e) + "\n" for e in self.log))
 
     # -- the loop --------------------------------------------------------------------------
-    def _kept(self) -> str:
+    def checkpoint_note(self) -> str:
+        """Where the last good checkpoint is, for error messages."""
         if self.last_saved is None:
             return "no checkpoint was written yet"
         return f"the last good checkpoint (step {self.last_saved}) is kept in {self.ckpt_dir}"
@@ -218,7 +219,7 @@ class Trainer:
         for name, value in values.items():
             if not torch.isfinite(value).all():
                 raise RunFailed(f"non-finite loss at step {self.step + 1}: term '{name}' = {value.item()}; "
-                                f"{self._kept()}")
+                                f"{self.checkpoint_note()}")
         total = sum(terms.values())
         self._opt.zero_grad(set_to_none=True)
         self.precision.backward(total)
@@ -229,7 +230,7 @@ class Trainer:
         if not torch.isfinite(norm) and not self.precision.tolerates_overflow:
             culprits = ", ".join(f"'{n}'" for n in self._blame_gradients(stage, batch))
             raise RunFailed(f"non-finite gradients at step {self.step + 1} from loss term {culprits} "
-                            f"(terms: {', '.join(terms)}); {self._kept()}")
+                            f"(terms: {', '.join(terms)}); {self.checkpoint_note()}")
         stepped = self.precision.step(self._opt)
         self._sched.step()
         self.images_seen += batch.input.shape[0] * self.dist.world_size
