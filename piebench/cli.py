@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("piebench: interrupted", err=True)
         sys.exit(130)
+    except OSError as err:  # a full disk, a vanished file, no permission: the environment, not a bug
+        if debug:
+            traceback.print_exc()
+        where = f": {err.filename}" if err.filename else ""
+        click.echo(f"piebench: error: {err.strerror or err}{where}", err=True)
+        sys.exit(1)
     except Exception as err:  # noqa: BLE001 - one line, not a traceback, unless --debug
         if debug:
             traceback.print_exc()
