@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("piebench: aborted", err=True)
         sys.exit(130)
-    except click.UsageError as err:
-        where = f"piebench {err.ctx.info_name} --help" if err.ctx and err.ctx.info_name != "piebench" else "piebench --help"
-        click.echo(f"piebench: error: {err.format_message()} (see '{where}')", err=True)
+    except click.UsageError as err:  # one line: click lists choices on several lines
+        where = f"{err.ctx.command_path} --help" if err.ctx else "piebench --help"
+        click.echo(f"piebench: error: {' '.join(err.format_message().split())} (see '{where}')", err=True)
         sys.exit(err.exit_code)
     except click.ClickException as err:
-        click.echo(f"piebench: error: {err.format_message()}", err=True)
+        click.echo(f"piebench: error: {' '.join(err.format_message().split())}", err=True)
         sys.exit(err.exit_code)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
