@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .build import Components
-from .errors import RunFailed
+from .errors import RunFailed, UsageError
 from .precision import Precision
 from .runs import atomic_torch_save, atomic_write_text
 
@@ -135,10 +135,18 @@ class Trainer:
         return path
 
     def load_checkpoint(self, state: dict[str, Any]) -> None:
-        self.c.encoder.load_state_dict(state["encoder"])
-        self.c.enhancer.load_state_dict(state["enhancer"])
+        """Restore everything from a :meth:`state_dict`; refuses one of another configuration or model."""
+        src = f"checkpoint {state.get('_path', '')}".strip()
+        mine = self.cfg.get("_run_key")
+        if mine and state.get("run_key") and state["run_key"] != mine:
+            raise UsageError(f"{src} was written by another configuration (run key {state['run_key']} != {mine}); "
+                             f"resume it with the flags it was started with")
+        _load_module(self.c.encoder, state["encoder"], f"{src} does not fit this encoder")
+        _load_module(self.c.enhancer, state["enhancer"], f"{src} does not fit this enhancer")
         for k, sd in state["losses"].items():
-            self.c.losses[k].load_state_dict(sd)
+            if k not in self.c.losses:
+                raise UsageError(f"{src} holds loss '{k}', which this configuration does not train")
+            _load_module(self.c.losses[k], sd, f"{src} does not fit loss '{k}'")
         self.step = int(state["step"])
         self.last_saved = self.step
         self.log = list(state["log"])
@@ -334,6 +342,19 @@ def _json_line(entry: dict) -> str:
     import json
 
     return json.dumps(entry) + "\n"
+
+
+def _load_module(module: nn.Module, state: dict[str, Any], what: str) -> None:
+    """``module.load_state_dict(state)``, or one UsageError line saying how they differ."""
+    try:
+        res = module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape mismatch
+        detail = " ".join(str(err).split())
+        raise UsageError(f"{what}: {detail[:300]}; it was written by another model or version") from None
+    if res.missing_keys or res.unexpected_keys:
+        parts = [f"{len(keys)} {kind} key(s), e.g. '{keys[0]}'" for kind, keys in
+                 (("missing", res.missing_keys), ("unexpected", res.unexpected_keys)) if keys]
+        raise UsageError(f"{what}: {'; '.join(parts)}; it was written by another model or version")
 
 
 def latest_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
