@@ -309,11 +309,23 @@ def _finished_run(runs_dir: Path, key: str) -> tuple[Path, dict] | None:
     return None
 
 
+def _resume_state(run_dir: Path) -> dict | None:
+    """The newest loadable checkpoint of ``run_dir`` (None: it has none yet); refuses to start
+    over silently when it has checkpoints and none of them loads."""
+    from .train import latest_checkpoint
+
+    found = latest_checkpoint(run_dir / "checkpoints")
+    files = sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))
+    if found is None and files:
+        raise RunFailed(f"none of the {len(files)} checkpoints of {run_dir} can be loaded (newest {files[-1].name} "
+                        f"cannot be loaded, see the warnings); move them away to train this run again from step 0, "
+                        f"or start a new run without --resume")
+    return found[1] if found else None
+
+
 def _choose_run_dir(cfg: dict, runs_dir: Path, key: str, resume: bool,
                     resume_from: str | None) -> tuple[Path, dict | None]:
     """A new run directory, or the one to resume with its latest checkpoint."""
-    from .train import latest_checkpoint
-
     if resume_from:
         run_dir = Path(resume_from)
         if not (run_dir / "record.json").exists():
@@ -322,13 +334,11 @@ def _choose_run_dir(cfg: dict, runs_dir: Path, key: str, resume: bool,
         if rec.get("run_key") != key:
             raise UsageError(f"--resume-from {resume_from}: that run has a different configuration "
                              f"(run key {rec.get('run_key')} != {key}); use the same flags it was started with")
-        found = latest_checkpoint(run_dir / "checkpoints")
-        return run_dir, found[1] if found else None
+        return run_dir, _resume_state(run_dir)
     if resume:
         for run_dir, rec in reversed(find_runs(runs_dir, key)):
             if rec.get("status") != "finished":
-                found = latest_checkpoint(run_dir / "checkpoints")
-                return run_dir, found[1] if found else None
+                return run_dir, _resume_state(run_dir)
     group = run_group_dir(runs_dir, cfg)
     run_dir = group / new_run_id(cfg, key)
     run_dir.mkdir(parents=True, exist_ok=False)

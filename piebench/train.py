@@ -358,10 +358,16 @@ def _load_module(module: nn.Module, state: dict[str, Any], what: str) -> None:
 
 
 def latest_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that loads, or None."""
+    """The newest checkpoint that loads, or None; each damaged one skipped is a warning line."""
     for path in sorted(ckpt_dir.glob("ckpt-*.pt"), reverse=True):
         try:
-            return path, torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - a damaged file: fall back to the previous one
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - a damaged file: fall back to the previous one
+            reason = " ".join(str(err).split())[:160] or type(err).__name__
+            print(f"piebench: warning: checkpoint {path} cannot be loaded ({type(err).__name__}: {reason}); "
+                  f"trying the one before", file=sys.stderr)
             continue
+        if isinstance(state, dict):
+            state["_path"] = str(path)  # for messages; never saved back
+        return path, state
     return None
