@@ -87,6 +87,8 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise UsageError(f"value nested too deeply: {text[:40]}...") from None
 
 
 def parse_set(item: str) -> tuple[list[str], Any]:
@@ -136,7 +138,9 @@ def _set_path(cfg: dict, parts: list[str], value: Any, item: str) -> None:
     last = parts[-1]
     if isinstance(node, list):
         try:
-            node[int(last)] = value
+            index = int(last)
+            _check_same_kind(node[index], value, item)
+            node[index] = value
         except (ValueError, IndexError):
             raise UsageError(f"--set {item}: '{last}' is not a valid index") from None
         return
@@ -144,7 +148,30 @@ def _set_path(cfg: dict, parts: list[str], value: Any, item: str) -> None:
     if last not in node and not data_param:
         raise UsageError(f"--set {item}: unknown key '{'.'.join(parts)}'{did_you_mean(last, sorted(node))}; "
                          f"known here: {', '.join(sorted(node))}")
+    if last in node:
+        _check_same_kind(node[last], value, item)
     node[last] = value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string" if isinstance(value, str) else "empty"
+
+
+def _check_same_kind(old: Any, value: Any, item: str) -> None:
+    """Refuse an override that changes a key's kind (a table, a list, a number, ...)."""
+    if old is None or _kind(old) == _kind(value):
+        return
+    hint = " (set one of its keys, e.g. KEY.NAME=VALUE)" if isinstance(old, dict) else ""
+    hint = " (set one element, e.g. KEY.0=VALUE, or give a whole [list])" if isinstance(old, list) else hint
+    raise UsageError(f"--set {item}: this key holds {_kind(old)}, not {_kind(value)}{hint}")
 
 
 def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str | None = None,
@@ -249,7 +276,13 @@ def _validate_resolved(cfg: dict) -> None:
             raise UsageError(f"{where}.{key} must be an integer >= 1, got {value!r}")
     if tr["per_user"] < 2:
         raise UsageError("train.per_user must be at least 2 so that every anchor has a positive")
+    if not isinstance(tr["stages"], list) or not all(isinstance(s, dict) for s in tr["stages"]) or not tr["stages"]:
+        raise UsageError("train.stages must be a non-empty list of stage tables")
     for i, stage in enumerate(tr["stages"]):
+        for key, kind in (("train", list), ("losses", dict), ("lr", dict)):
+            if not isinstance(stage.get(key, kind()), kind):
+                raise UsageError(f"train.stages.{i}.{key} must be {'a list' if kind is list else 'a table'}, "
+                                 f"got {stage[key]!r}")
         if not isinstance(stage.get("steps"), int) or stage["steps"] < 1:
             raise UsageError(f"train.stages.{i}.steps must be an integer >= 1, got {stage.get('steps')!r}")
         for mod in stage.get("train", []):
@@ -263,6 +296,14 @@ def _validate_resolved(cfg: dict) -> None:
                 raise UsageError(f"train.stages.{i}.lr.{mod} must be a number > 0, got {lr!r}")
     if not ev.get("metrics"):
         raise UsageError("eval.metrics is empty")
+    if not isinstance(ev["metrics"], list) or not all(isinstance(m, str) for m in ev["metrics"]):
+        raise UsageError(f"eval.metrics must be a list of metric names, got {ev['metrics']!r}")
+    photos = ev.get("max_photos")
+    if photos is not None and (not isinstance(photos, int) or isinstance(photos, bool) or photos < 1):
+        raise UsageError(f"eval.max_photos must be an integer >= 1, got {photos!r}")
+    threads = tr.get("threads", 0)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise UsageError(f"train.threads must be an integer >= 0 (0 = torch's default), got {threads!r}")
     if tr.get("amp") not in (None, "bf16", "fp16"):
         raise UsageError(f"train.amp must be bf16 or fp16 (or absent for float32), got {tr.get('amp')!r}")
     if cfg.get("store_device", "auto") not in ("auto", "cpu", "cuda"):
