@@ -61,6 +61,11 @@ def _add_commands() -> None:
 _add_commands()
 
 
+def one_line(text: str) -> str:
+    """``text`` as one line: newlines a user typed into a value are shown escaped."""
+    return text.strip().replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     except PiebenchError as err:
         if debug:
             traceback.print_exc()
-        click.echo(f"piebench: error: {err}", err=True)
+        click.echo(f"piebench: error: {one_line(str(err))}", err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         click.echo("piebench: interrupted", err=True)
