@@ -162,7 +162,7 @@ class DistContext:
 
     def gather_eval(self, result: Any, manifest: dict[str, Any]) -> Any:
         """The one-process :class:`~piebench.evaluate.EvalResult` of ``manifest`` from every rank's
-        result of its :meth:`shard_manifest` (on rank 0; other ranks get None)."""
+        result of its :meth:`shard_manifest` (None for an empty shard); on rank 0, None elsewhere."""
         if not self.active:
             return result
         parts = self.all_gather_object(result)
@@ -291,6 +291,7 @@ def merge_eval(parts: list[Any], manifest: dict[str, Any]) -> Any:
 
     from .evaluate import EvalResult
 
+    parts = [p for p in parts if p is not None]  # a rank with no entries (more ranks than photos)
     order = {int(e["photo"]): i for i, e in enumerate(manifest["entries"])}
     if len(order) != len(manifest["entries"]):
         raise UsageError("the reference manifest lists a photo twice; sharded evaluation needs one entry per photo")

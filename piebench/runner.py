@@ -199,9 +199,10 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
         t1 = time.perf_counter()
         record["timings"]["train_s"] = round(record["timings"].get("train_s", 0) + train_s, 3)
         try:
-            result = evaluate(comps.encoder, comps.enhancer, comps.dataset, dist.shard_manifest(manifest),
-                              metrics=metrics, pairs=pairs, device=device, progress=progress and dist.is_main,
-                              unavailable=unavailable)
+            shard = dist.shard_manifest(manifest)  # every entry with one process
+            result = evaluate(comps.encoder, comps.enhancer, comps.dataset, shard, metrics=metrics, pairs=pairs,
+                              device=device, progress=progress and dist.is_main,
+                              unavailable=unavailable) if shard["entries"] else None
             result = dist.gather_eval(result, manifest)  # in manifest order, on rank 0
             if not dist.is_main:
                 return run_dir, record

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -148,3 +149,35 @@ def test_torchrun_end_to_end_matches_one_process(tmp_path):
     a, b = pd.read_csv(run2 / "per_image.csv"), pd.read_csv(run1 / "per_image.csv")
     assert list(a["photo"]) == list(b["photo"]) and list(a["user"]) == list(b["user"])  # gathered in manifest order
     assert (a["psnr"] - b["psnr"]).abs().max() < 1e-3
+
+
+def test_sharded_evaluation_merges_to_the_one_process_result():
+    from piebench_plugins.datasets.pie_synth import build_pie_synth
+
+    from piebench.data.manifest import build_manifest
+    from piebench.distributed import DistContext, merge_eval
+    from piebench.evaluate import evaluate
+    from piebench.interfaces import BuildContext
+    from piebench.metrics import psnr
+    from piebench.plugins import get_registry
+
+    ds = build_pie_synth(None, resolution=16, crops_per_scene=6)
+    manifest = build_manifest(ds, refs=2, draws=2, seed=3, max_photos=5)
+    registry = get_registry()
+    torch.manual_seed(0)
+    encoder = registry.get("encoder", "angular").create(BuildContext(num_users=ds.num_seen, num_refs=2), "small")
+    enhancer = registry.get("enhancer", "adain").create(BuildContext(num_refs=2, encoder=encoder), "small")
+
+    def run(m):
+        return evaluate(encoder, enhancer, ds, m, metrics={"psnr": psnr}, pairs=False, progress=False)
+
+    full = run(manifest)
+    parts = [run(DistContext(rank=r, world_size=3).shard_manifest(manifest)) for r in range(3)]
+    parts.append(None)  # a rank without entries
+    merged = merge_eval(parts, manifest)
+    pd.testing.assert_frame_equal(merged.per_image, full.per_image)
+    for name in ("mse_out_tgt", "mse_tgt_tgt", "group_photos", "embeddings", "embedding_users", "vectors",
+                 "vector_photos"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(full, name), err_msg=name)
+    assert [e["photo"] for e in DistContext(rank=1, world_size=3).shard_manifest(manifest)["entries"]] == \
+        [e["photo"] for e in manifest["entries"][1::3]]
