@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..config import resolve
+from ..distributed import current as current_process
 from ..leaderboard import run_summary_table
 from ..runner import run_experiment
 
@@ -59,5 +60,7 @@ def run(encoder, enhancer, protocol, schedule, dataset, refs, losses, lr_encoder
                   enhancer_config=enhancer_config, dataset=dataset, amp=amp, channels_last=channels_last,
                   compile=compile_, store_device=store_device, store_fraction=store_fraction)
     run_dir, record = run_experiment(cfg, runs_dir, resume=resume, resume_from=resume_from, progress=not quiet)
+    if not current_process().is_main:  # under torchrun, rank 0 reports
+        return
     click.echo(run_summary_table(record))
     click.echo(f"record: {run_dir / 'record.json'}")

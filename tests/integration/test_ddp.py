@@ -139,6 +139,7 @@ def test_torchrun_end_to_end_matches_one_process(tmp_path):
                           "--master-port", str(_free_port()), *args, "--runs-dir", str(tmp_path / "two")],
                          env=env, capture_output=True, text=True, timeout=900)
     assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("record: ") == 1  # rank 0 alone reports
     one = subprocess.run([sys.executable, *args, "--runs-dir", str(tmp_path / "one")], env=env,
                          capture_output=True, text=True, timeout=900)
     assert one.returncode == 0, one.stderr[-3000:]
