@@ -42,7 +42,7 @@ def test_two_sweeps_at_once_share_the_work_without_clashing(tmp_path: Path, plug
     assert len(spans) == 2  # two run keys
     for key, held in spans.items():
         held.sort()
-        for (s1, e1, p1), (s2, e2, p2) in zip(held, held[1:], strict=False):
+        for (_s1, e1, p1), (s2, _e2, p2) in zip(held, held[1:], strict=False):
             assert e1 <= s2, f"run key {key} ran in pids {p1} and {p2} at the same time"
     records = [json.loads(p.read_text()) for p in runs.rglob("record.json")]  # all parse: none mangled
     assert sorted(r["encoder"]["name"] for r in records) == ["angular", "center"]  # each pair trained once

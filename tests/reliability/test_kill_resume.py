@@ -101,6 +101,9 @@ def test_sigkill_then_resume_matches_uninterrupted(point: str, tmp_path: Path, p
     assert steps, "no checkpoint survived"
     before = read_record(run_dir)
     expect_from = max(steps)
+    tmp_left = sorted(p.name for p in run_dir.rglob(".*.tmp"))
+    print(f"\n[{point}] killed with {killed_log} steps logged; checkpoints {steps}; record {before['status']}; "
+          f"temporary files left: {tmp_left}")
     if point == "checkpoint-write":
         assert 12 not in steps and expect_from == 8  # the half-written checkpoint is invisible
 
