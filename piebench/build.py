@@ -40,12 +40,21 @@ def build_dataset(cfg: dict, registry: Registry) -> Any:
 
 
 def _create(spec: Any, ctx: BuildContext, configuration: str, params: dict) -> Any:
+    """Build a component; a builder's own crash is reported naming the plugin that registered it."""
+    from .errors import PluginError
+
     try:
         return spec.create(ctx, configuration, **params)
+    except PiebenchError:
+        raise
     except TypeError as err:
         if params:
             raise UsageError(f"{spec.kind} '{spec.name}' does not accept parameters {sorted(params)}: {err}") from None
-        raise
+        raise PluginError(f"{spec.kind} '{spec.name}' (plugin '{spec.plugin}') failed to build: "
+                          f"TypeError: {err}") from err
+    except Exception as err:  # noqa: BLE001 - a plugin bug: name the plugin, one line
+        raise PluginError(f"{spec.kind} '{spec.name}' (plugin '{spec.plugin}') failed to build: "
+                          f"{type(err).__name__}: {err}") from err
 
 
 def build_models(cfg: dict, registry: Registry, dataset: Any) -> tuple[Encoder, Enhancer]:
