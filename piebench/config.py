@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import UsageError, did_you_mean
 
-_EVAL_KEYS = {"dataset", "data", "refs", "draws", "max_photos", "seed", "metrics", "batch_photos"}
+_EVAL_KEYS = {"dataset", "data", "refs", "draws", "max_photos", "seed", "metrics", "batch_photos", "refs_curve"}
 _TRAIN_KEYS = {"schedule", "schedules", "batch_users", "per_user", "refs", "checkpoint_every",
                "augment", "encoder_config", "enhancer_config", "threads", "grad_clip", "amp", "channels_last",
                "compile"}

@@ -5,6 +5,8 @@ Answers two questions from one evaluation pass plus a few probe passes:
 * does the preference carry the user's taste? -- separability of the encoder's embeddings by
   user (same-photo neighbours excluded), a ridge probe to the users' true parameters
   (pie-synth), a t-SNE plot;
+* how many references does it need? -- PSNR as N goes 1, 3, 5, 10 (``eval.refs_curve``, in
+  protocols with enough images);
 * does the enhancer follow it? -- the steering score (1 = follows fully, 0 = ignores), the
   control matrix heat map and accuracy, and probe passes that swap only the vector, only the
   maps, or feed random vectors, so an enhancer wired to nothing is told apart from an encoder
@@ -77,8 +79,8 @@ def probe_passes(comps: Any, manifest: dict, *, pairs: bool, device: str, max_gr
         perm = torch.roll(torch.arange(n), 1)
         base = comps.enhancer(batch.input, pref).float().clamp(0, 1)
 
-        def moved(p: Preference) -> float:
-            return float((comps.enhancer(batch.input, p).float().clamp(0, 1) - base).abs().mean())
+        def moved(p: Preference, x: torch.Tensor = batch.input, base: torch.Tensor = base) -> float:
+            return float((comps.enhancer(x, p).float().clamp(0, 1) - base).abs().mean())
 
         stats["whole"].append(moved(pref.take(perm)))
         stats["vector_only"].append(moved(pref.replace(vector=pref.vector[perm.to(pref.vector.device)])))
@@ -103,8 +105,9 @@ def alarms(summary: dict[str, Any], probes: dict[str, float]) -> list[str]:
         st, se = g.get("steering"), g.get("sensitivity")
         if not st or not se:
             continue
-        st_zero = st["ci"][0] <= 0 <= st["ci"][1]
-        se_zero = se["ci"][0] <= 0 <= se["ci"][1]
+        tol = 1e-6  # an output that does not move at all leaves only floating-point noise
+        st_zero = st["ci"][0] <= tol and st["ci"][1] >= -tol
+        se_zero = se["ci"][0] <= tol and se["ci"][1] >= -tol
         if st_zero and se_zero:
             if probes.get("vector_spread", 1.0) < 1e-4:
                 why = "the encoder gives every user the same preference (encoder collapse)"
@@ -115,6 +118,54 @@ def alarms(summary: dict[str, Any], probes: dict[str, float]) -> list[str]:
             lines.append(f"the enhancer ignores the preference for {group} users: steering and sensitivity "
                          f"confidence intervals include 0 ({why})")
     return lines
+
+
+def reference_count_curve(comps: Any, cfg: dict, run_dir: Path, *, pairs: bool, device: str) -> dict[str, Any]:
+    """PSNR as the number of references N grows (``eval.refs_curve``, e.g. [1, 3, 5, 10]).
+
+    Each N gets its own frozen manifest (same seed and photos, one draw); a PNG plots seen and
+    unseen users. Values of N that some user cannot supply are skipped and listed.
+    """
+    from .data.manifest import build_manifest
+    from .errors import UsageError
+    from .evaluate import evaluate
+    from .metrics import psnr
+
+    points, skipped = [], []
+    for n in cfg["eval"]["refs_curve"]:
+        try:
+            manifest = build_manifest(comps.dataset, refs=int(n), draws=1, seed=cfg["eval"]["seed"],
+                                      max_photos=cfg["eval"].get("max_photos"))
+        except UsageError as err:
+            skipped.append({"refs": int(n), "reason": str(err)})
+            continue
+        res = evaluate(comps.encoder, comps.enhancer, comps.dataset, manifest, metrics={"psnr": psnr},
+                       pairs=pairs, device=device, progress=False)
+        df = res.per_image[np.isfinite(res.per_image["psnr"])]
+        point = {"refs": int(n)}
+        for group, sel in (("seen", df["seen"]), ("unseen", ~df["seen"])):
+            if sel.any():
+                point[group] = float(df.loc[sel, "psnr"].mean())
+        points.append(point)
+    out: dict[str, Any] = {"points": points, "skipped": skipped}
+    if points:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.5, 3.2), dpi=120)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        for group in ("seen", "unseen"):
+            xs = [p["refs"] for p in points if group in p]
+            if xs:
+                ax.plot(xs, [p[group] for p in points if group in p], marker="o", label=f"{group} users")
+        ax.set_xlabel("references per preference (N)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(run_dir / "refs_curve.png", format="png")
+        out["figure"] = "refs_curve.png"
+    return out
 
 
 def run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest: dict | None = None,
@@ -165,7 +216,12 @@ def run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest:
             out["figures"]["tsne"] = str(path.relative_to(run_dir))
         except Exception as err:  # noqa: BLE001
             print(f"piebench: warning: t-SNE not drawn: {err}", file=sys.stderr)
+    pairs = "inputs" in comps.encoder.requires
     if manifest is not None:
-        pairs = "inputs" in comps.encoder.requires
         out["probes"] = probe_passes(comps, manifest, pairs=pairs, device=device, seed=seed)
+    if cfg["eval"].get("refs_curve"):
+        curve = reference_count_curve(comps, cfg, run_dir, pairs=pairs, device=device)
+        out["refs_curve"] = curve
+        if "figure" in curve:
+            out["figures"]["refs_curve"] = curve["figure"]
     return out

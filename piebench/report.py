@@ -269,7 +269,7 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
     env = Environment(loader=PackageLoader("piebench", "templates"), autoescape=select_autoescape(["html"]))
     html = env.get_template("report.html").render(
         title=f"piebench report: {protocol}", protocol=protocol, tables=tables, runs=sections,
-        generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), version=__version__,
+        generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), version=__version__,
         command=command, runs_root=str(root))
     out = Path(out_dir) / "index.html"
     atomic_write_text(out, html)

@@ -19,12 +19,28 @@ import numpy as np
 import torch
 
 from . import config as C
-from .build import (Components, build_dataset, build_losses, build_metrics, build_models, plan_stages,
-                    resolve_device)
+from .build import (
+    Components,
+    build_dataset,
+    build_losses,
+    build_metrics,
+    build_models,
+    plan_stages,
+    resolve_device,
+)
 from .errors import RunFailed, UsageError
 from .plugins import get_manager
-from .runs import (atomic_write_json, atomic_write_text, base_record, find_runs, new_run_id, now,
-                   probe_writable, run_group_dir, run_lock)
+from .runs import (
+    atomic_write_json,
+    atomic_write_text,
+    base_record,
+    find_runs,
+    new_run_id,
+    now,
+    probe_writable,
+    run_group_dir,
+    run_lock,
+)
 
 
 @dataclass

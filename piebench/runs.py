@@ -141,7 +141,7 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def probe_writable(runs_dir: Path, need_bytes: int = 0) -> None:

@@ -335,7 +335,7 @@ def ablate(protocol: str, encoder: str, enhancer: str, changes: list[tuple[str, 
         entry["psnr"] = {g: _mean_over(entry["runs"], g) for g in ("seen", "unseen")}
         variants.append(entry)
     settings = {"protocol": protocol, "encoder": encoder, "enhancer": enhancer, "seeds": seeds, "steps": steps,
-                "sets": list(sets), "device": device, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                "sets": list(sets), "device": device, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     return Ablation(base=base_items, variants=variants, settings=settings)
 
 

@@ -1,0 +1,63 @@
+"""Preference diagnostics inside real runs: the alarm, the record's contents, the N curve."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from piebench.config import resolve
+from piebench.interfaces import Enhancer
+from piebench.plugins import get_registry
+from piebench.registry import Spec
+from piebench.runner import run_experiment
+
+FAST = ["eval.max_photos=4", "eval.data.crops_per_scene=12", "eval.data.seen_users=4", "eval.data.unseen_users=3",
+        "train.checkpoint_every=1000"]
+
+
+class Disconnected(Enhancer):
+    """Declares it consumes the vector but its style path is wired to nothing."""
+
+    consumes = frozenset({"vector"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x, pref):
+        return x + 0.1 * self.conv(x)
+
+
+@pytest.fixture
+def disconnected():
+    registry = get_registry()
+    registry.add(Spec("enhancer", "test-disconnected", lambda ctx, **kw: Disconnected(), plugin="tests"))
+    yield "test-disconnected"
+    registry._specs["enhancer"].pop("test-disconnected")
+
+
+def test_a_disconnected_enhancer_fires_the_alarm(disconnected, tmp_path):
+    cfg = resolve("smoke", encoder="angular", enhancer=disconnected, steps=6, sets=FAST)
+    _, rec = run_experiment(cfg, tmp_path / "runs", progress=False)
+    alarms = rec["metrics"]["alarms"]
+    assert any("ignores the preference for seen users" in a for a in alarms), alarms
+    assert any("disconnected" in a for a in alarms), alarms
+    assert rec["metrics"]["probes"]["random_vector"] == 0.0
+
+
+def test_a_working_run_records_every_diagnostic_and_stays_silent(tmp_path):
+    cfg = resolve("smoke", encoder="angular", enhancer="sa", steps=120, sets=[*FAST, "eval.refs_curve=[1, 3]"])
+    run_dir, rec = run_experiment(cfg, tmp_path / "runs", progress=False)
+    m = rec["metrics"]
+    assert m["alarms"] == []
+    for group in ("seen", "unseen"):
+        assert m[group]["sensitivity"]["ci"][0] > 0
+        assert 0 < m[group]["steering"]["mean"] <= 1.5
+    assert set(m["separability"]) == {"seen", "unseen"}
+    assert {"silhouette_cosine", "recall_at_1", "probe_accuracy", "nmi_kmeans"} <= set(m["separability"]["seen"])
+    assert "exposure" in " ".join(m["probe_r2"]) and "mean" in m["probe_r2"]
+    for name in ("control_heatmap", "tsne", "refs_curve"):
+        path = run_dir / m["figures"][name]
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert [p["refs"] for p in m["refs_curve"]["points"]] == [1, 3]
+    assert all("seen" in p and "unseen" in p for p in m["refs_curve"]["points"])
