@@ -178,7 +178,6 @@ def pair_instances(registry: Registry, encoder: str, enhancer: str, *, encoder_c
     ctx = ctx or BuildContext(num_users=4, num_refs=3, image_size=64)
     enc = registry.get("encoder", encoder).create(ctx, encoder_config)
     ctx = BuildContext(**{**ctx.__dict__, "encoder": enc})
-    why = None
     try:
         enh = registry.get("enhancer", enhancer).create(ctx, enhancer_config)
     except PiebenchError as err:
@@ -188,7 +187,7 @@ def pair_instances(registry: Registry, encoder: str, enhancer: str, *, encoder_c
 
 
 def first_compatible(registry: Registry, *, encoder: str | None = None, enhancer: str | None = None,
-                     preferred: tuple[str, ...] = ("sa", "adain", "star", "angular", "star"),
+                     preferred: tuple[str, ...] = ("sa", "adain", "star", "angular"),
                      configuration: str | None = None) -> str | None:
     """A partner for ``encoder`` (an enhancer) or for ``enhancer`` (an encoder): the first of
     ``preferred`` that is compatible, else the first compatible one by name; None if none is."""
