@@ -57,6 +57,8 @@ def on_step_end(run, stage, step, losses):
 @hookimpl
 def on_eval_end(run, metrics):
     _emit(event="eval_end")
+    # Still inside evaluation: a test may hold the run here to signal it deterministically.
+    time.sleep(float(os.environ.get("PIEBENCH_TEST_EVAL_HOLD", "0")))
 
 
 @hookimpl
