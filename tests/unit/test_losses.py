@@ -15,15 +15,6 @@ IMAGE_LOSSES = ["l1", "l2", "lab-l1", "ssim", "gram", "tv", "edge-tv"]
 EMBEDDING_LOSSES = ["triplet", "angular", "circle", "npair", "multisim", "normsoftmax", "center"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread (two spin-wait badly on a shared, oversubscribed CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class _Dim(Encoder):
     dim = 16
 

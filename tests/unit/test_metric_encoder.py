@@ -11,15 +11,6 @@ from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, RefSet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread (two spin-wait badly on a shared, oversubscribed CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_one_encoder_per_metric_loss(registry):
     for name in METRIC_LOSSES:
         spec = registry.get("encoder", name)

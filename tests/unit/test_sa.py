@@ -12,15 +12,6 @@ from piebench.interfaces import BuildContext, Encoder, Preference
 D, C = 128, 64  # the small metric encoder's embedding size and map channels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread (two spin-wait badly on a shared, oversubscribed CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class _MapEncoder(Encoder):
     provides = frozenset({"vector", "maps"})
     dim = D
