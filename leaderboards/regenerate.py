@@ -1,10 +1,11 @@
-"""Regenerate leaderboards/smoke.md from the committed records in leaderboards/records/.
+"""Regenerate leaderboards/*.md from the committed records in leaderboards/records/.
 
-    python leaderboards/regenerate.py            # rewrite smoke.md
-    python leaderboards/regenerate.py --check    # exit 1 if smoke.md differs
+    python leaderboards/regenerate.py            # rewrite smoke.md and throughput-cpu.md
+    python leaderboards/regenerate.py --check    # exit 1 if a table differs
 
-New records come from a sweep archived with
-``piebench leaderboard --runs-dir runs --protocol smoke --archive leaderboards/records``.
+New run records come from a sweep archived with
+``piebench leaderboard --runs-dir runs --protocol smoke --archive leaderboards/records``;
+throughput records from ``piebench bench ... --runs-dir leaderboards/records``.
 """
 
 from __future__ import annotations
@@ -63,14 +64,65 @@ CPU ({env.get('cpu', '')}), {env['threads']} torch thread, a 2-core machine shar
 """
 
 
+def render_throughput(records: Path = RECORDS) -> str | None:
+    """The CPU throughput table from the bench records (the newest record per enhancer)."""
+    from tabulate import tabulate
+
+    from piebench.bench import iter_bench_records
+
+    latest: dict[tuple[str, str], dict] = {}
+    for rec in iter_bench_records(records):
+        if rec["settings"]["device"] == "cpu":
+            latest[(rec["enhancer"]["name"], rec["enhancer"]["configuration"])] = rec
+    if not latest:
+        return None
+    rows, env = [], None
+    for (name, conf), rec in sorted(latest.items()):
+        env = rec.get("environment", env)
+        row = {"enhancer": name, "configuration": conf, "params": f"{rec['parameters'].get('enhancer', 0):,}"}
+        for r in rec["results"]:
+            row[f"MP/s {r['size']}"] = f"{r['mp_per_s']:.2f}"
+            row[f"p50 ms {r['size']}"] = f"{r['latency_ms']['p50']:.1f}"
+        rows.append(row)
+    settings = next(iter(latest.values()))["settings"]
+    return f"""# CPU throughput: forward pass of every enhancer
+
+Images per second turned into megapixels per second (MP/s ↑) and median latency, batch
+{settings['batch']}, float32, {settings.get('threads', '?')} torch thread(s), median of
+{settings['repeats']} timed batches after {settings['warmup']} warm-up; the preference is computed
+once from random references (encoder cost excluded). Measured on a 2-core CPU shared with
+other jobs: compare rows measured in the same session only.
+
+{tabulate(rows, headers="keys", tablefmt="github")}
+
+Generated from `leaderboards/records/bench/` by
+
+    for h in $(piebench list enhancers --json --no-params | python -c "import json,sys; print(' '.join(r['name'] for r in json.load(sys.stdin)))"); do
+      piebench bench --enhancer $h --sizes 480p,1080p --device cpu --threads 1 --runs-dir leaderboards/records
+    done
+    python leaderboards/regenerate.py
+
+Environment: piebench {next(iter(latest.values()))['piebench_version']}, torch {env.get('torch')}, Python
+{env.get('python')}, CPU ({env.get('cpu', '')}).
+"""
+
+
 def main(argv: list[str]) -> int:
-    text = render_smoke()
-    path = HERE / "smoke.md"
-    if "--check" in argv:
-        return 0 if path.exists() and path.read_text() == text else 1
-    path.write_text(text)
-    print(f"wrote {path}")
-    return 0
+    tables = {"smoke.md": render_smoke(), "throughput-cpu.md": render_throughput()}
+    stale = []
+    for name, text in tables.items():
+        if text is None:
+            continue
+        path = HERE / name
+        if "--check" in argv:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+            continue
+        path.write_text(text)
+        print(f"wrote {path}")
+    if stale:
+        print(f"out of date: {', '.join(stale)}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
