@@ -145,7 +145,9 @@ def _set_path(cfg: dict, parts: list[str], value: Any, item: str) -> None:
             raise UsageError(f"--set {item}: '{last}' is not a valid index") from None
         return
     data_param = parts[:2] == ["eval", "data"] or parts[:2] == ["encoder", "params"] or parts[:2] == ["enhancer", "params"]
-    if last not in node and not data_param:
+    optional = (len(parts) == 2 and ((parts[0] == "eval" and last in _EVAL_KEYS)
+                                     or (parts[0] == "train" and last in _TRAIN_KEYS)))
+    if last not in node and not data_param and not optional:
         raise UsageError(f"--set {item}: unknown key '{'.'.join(parts)}'{did_you_mean(last, sorted(node))}; "
                          f"known here: {', '.join(sorted(node))}")
     if last in node:
