@@ -35,4 +35,4 @@ def build_folder(ctx: BuildContext, root: str | None = None, resolution: int = 2
 def register_datasets(register):
     register("folder", build=build_folder,
              description="your own photos: PATH/input/NAME + PATH/<user>/NAME (pairs by file name)",
-             version="1")
+             paper="piebench (your own data)", version="1")

@@ -148,7 +148,7 @@ def register_datasets(register):
     register(
         "pie-synth", build=build_pie_synth,
         description="Embedded photos (skimage, matplotlib, sklearn) retouched by synthetic users with known parameters",
-        paper="", version=SYNTH_VERSION,
+        paper="piebench (embedded; photos from scikit-image, matplotlib, scikit-learn)", version=SYNTH_VERSION,
         configurations={
             "small": {"resolution": 64, "crops_per_scene": 40},
             "quick": {"resolution": 256, "crops_per_scene": 120, "seen_users": 16, "unseen_users": 8},

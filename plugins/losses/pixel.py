@@ -92,10 +92,11 @@ def _simple(cls):
 @hookimpl
 def register_losses(register):
     """Register the pixel losses (kind "image")."""
-    register("l1", build=_simple(L1Loss), description="L1 between output and target", paper="",
+    register("l1", build=_simple(L1Loss), description="L1 between output and target",
+             paper="pixel loss of PieNet (Kim et al., ECCV 2020) and most enhancement papers",
              kind="image")
     register("l2", build=_simple(L2Loss), description="mean squared error between output and target",
-             paper="", kind="image")
+             paper="pixel loss of 3D-LUT (Zeng et al., TPAMI 2020) and CSRNet (He et al., ECCV 2020)", kind="image")
     register("lab-l1", build=_simple(LabL1Loss),
              description="L1 in normalised CIELAB (StarEnhancer's loss)",
              paper="Song et al., ICCV 2021 (StarEnhancer)", kind="image")
