@@ -90,15 +90,15 @@ def render_throughput(records: Path = RECORDS) -> str | None:
 Images per second turned into megapixels per second (MP/s ↑) and median latency, batch
 {settings['batch']}, float32, {settings.get('threads', '?')} torch thread(s), median of
 {settings['repeats']} timed batches after {settings['warmup']} warm-up; the preference is computed
-once from random references (encoder cost excluded). Measured on a 2-core CPU shared with
-other jobs: compare rows measured in the same session only.
+once from random references (encoder cost excluded). Measured one enhancer after another on
+an otherwise idle 2-core CPU: compare rows measured in the same session only.
 
 {tabulate(rows, headers="keys", tablefmt="github")}
 
 Generated from `leaderboards/records/bench/` by
 
     for h in $(piebench list enhancers --json --no-params | python -c "import json,sys; print(' '.join(r['name'] for r in json.load(sys.stdin)))"); do
-      piebench bench --enhancer $h --sizes 480p,1080p --device cpu --threads 1 --runs-dir leaderboards/records
+      piebench bench --enhancer $h --sizes 480p,1080p --device cpu --threads 1 --repeats 3 --runs-dir leaderboards/records
     done
     python leaderboards/regenerate.py
 
