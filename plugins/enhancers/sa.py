@@ -148,13 +148,19 @@ class SAUNet(Enhancer):
         return x + self.out(y)[..., :h, :w]
 
 
+def require_maps(ctx: BuildContext | None, name: str):
+    """The paired encoder, or a UsageError when it provides no reference maps."""
+    enc = ctx.encoder if ctx is not None else None
+    if enc is None or not getattr(enc, "map_channels", ()) or "maps" not in enc.provides:
+        raise UsageError(f"enhancer '{name}' needs an encoder that provides maps (e.g. --encoder angular); "
+                         "build it with BuildContext(encoder=...)")
+    return enc
+
+
 def build_sa(ctx: BuildContext, *, widths: Sequence[int] = (16, 24, 48, 64), blocks: int = 1,
              groups: int = 1, ffn_expansion: int = 2) -> SAUNet:
     """Build :class:`SAUNet` for ``ctx.encoder`` (reads ``dim`` and ``map_channels[0]``)."""
-    enc = ctx.encoder if ctx is not None else None
-    if enc is None or not getattr(enc, "map_channels", ()) or "maps" not in enc.provides:
-        raise UsageError("enhancer 'sa' needs an encoder that provides maps (e.g. --encoder angular); "
-                         "build it with BuildContext(encoder=...)")
+    enc = require_maps(ctx, "sa")
     return SAUNet(vector_dim=int(enc.dim), ref_channels=int(enc.map_channels[0]), widths=widths,
                   blocks=blocks, groups=groups, ffn_expansion=ffn_expansion)
 

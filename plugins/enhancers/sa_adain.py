@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from piebench_plugins.enhancers.adain import AdaINUNet, resolve_pref_dim
-from piebench_plugins.enhancers.sa import StyleAttention
+from piebench_plugins.enhancers.sa import StyleAttention, require_maps
 from torch import Tensor, nn
 
 from piebench import hookimpl
@@ -50,10 +50,7 @@ def build_sa_adain(ctx: BuildContext, *, widths: Sequence[int] = (16, 24, 48, 64
                    mlp_layers: int = 2, blocks: int = 1, groups: int = 1, ffn_expansion: int = 2,
                    pref_dim: int = 128) -> SAAdaINUNet:
     """Build :class:`SAAdaINUNet` for ``ctx.encoder`` (``dim``, ``map_channels[0]``)."""
-    enc = ctx.encoder if ctx is not None else None
-    if enc is None or not getattr(enc, "map_channels", ()) or "maps" not in enc.provides:
-        raise UsageError("enhancer 'sa-adain' needs an encoder that provides maps (e.g. --encoder angular); "
-                         "build it with BuildContext(encoder=...)")
+    enc = require_maps(ctx, "sa-adain")
     return SAAdaINUNet(resolve_pref_dim(ctx, pref_dim), int(enc.map_channels[0]), widths, mlp_hidden,
                        mlp_layers, blocks, groups, ffn_expansion)
 

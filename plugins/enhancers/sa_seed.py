@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from piebench_plugins.enhancers.sa import ChannelNorm, SAUNet
+from piebench_plugins.enhancers.sa import ChannelNorm, SAUNet, require_maps
 from torch import Tensor, nn
 
 from piebench import hookimpl
@@ -101,10 +101,7 @@ class SeedSAUNet(SAUNet):
 def build_sa_seed(ctx: BuildContext, *, widths: Sequence[int] = (16, 24, 48, 64), blocks: int = 1,
                   ffn_expansion: int = 2) -> SeedSAUNet:
     """Build :class:`SeedSAUNet` for ``ctx.encoder`` (``dim``, ``map_channels[0]``) and ``ctx.num_refs``."""
-    enc = ctx.encoder if ctx is not None else None
-    if enc is None or not getattr(enc, "map_channels", ()) or "maps" not in enc.provides:
-        raise UsageError("enhancer 'sa-seed' needs an encoder that provides maps (e.g. --encoder angular); "
-                         "build it with BuildContext(encoder=...)")
+    enc = require_maps(ctx, "sa-seed")
     return SeedSAUNet(vector_dim=int(enc.dim), ref_channels=int(enc.map_channels[0]), num_refs=int(ctx.num_refs),
                       widths=widths, blocks=blocks, ffn_expansion=ffn_expansion)
 
