@@ -22,7 +22,8 @@ from typing import Any
 
 from .errors import UsageError, did_you_mean
 
-_EVAL_KEYS = {"dataset", "data", "refs", "draws", "max_photos", "seed", "metrics", "batch_photos", "refs_curve"}
+_EVAL_KEYS = {"dataset", "data", "refs", "draws", "max_photos", "seed", "metrics", "batch_photos", "refs_curve",
+              "test_resolution"}
 _TRAIN_KEYS = {"schedule", "schedules", "batch_users", "per_user", "refs", "checkpoint_every",
                "augment", "encoder_config", "enhancer_config", "threads", "grad_clip", "amp", "channels_last",
                "compile"}
@@ -278,6 +279,9 @@ def _validate_resolved(cfg: dict) -> None:
             raise UsageError(f"{where}.{key} must be an integer >= 1, got {value!r}")
     if tr["per_user"] < 2:
         raise UsageError("train.per_user must be at least 2 so that every anchor has a positive")
+    if ev.get("test_resolution", "store") not in ("store", "full"):
+        raise UsageError(f"eval.test_resolution must be 'store' (the store's fixed size) or 'full' (each test "
+                         f"photo at its own resolution), got {ev['test_resolution']!r}")
     if not isinstance(tr["stages"], list) or not all(isinstance(s, dict) for s in tr["stages"]) or not tr["stages"]:
         raise UsageError("train.stages must be a non-empty list of stage tables")
     for i, stage in enumerate(tr["stages"]):

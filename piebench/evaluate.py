@@ -46,11 +46,19 @@ def _mse_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict, *,
              metrics: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
              pairs: bool, device: str = "cpu", progress: bool = True,
-             unavailable: dict[str, str] | None = None) -> EvalResult:
-    """Score ``encoder`` + ``enhancer`` on every (photo, user, draw) of ``manifest``."""
+             unavailable: dict[str, str] | None = None, full: bool = False,
+             full_resolution_path: bool = False) -> EvalResult:
+    """Score ``encoder`` + ``enhancer`` on every (photo, user, draw) of ``manifest``.
+
+    ``full``: test photos at their own resolution (``dataset.full_versions``), enhanced one user
+    at a time in one pass when ``full_resolution_path`` (curves, LUTs, grids) and otherwise in
+    blended tiles (:func:`~piebench.personalize.enhance_full`); references, the encoder's query
+    and the embeddings of the targets stay at the store's size.
+    """
     from tqdm import tqdm
 
     from .data.manifest import eval_batches
+    from .personalize import enhance_full
 
     encoder.eval()
     enhancer.eval()
@@ -61,9 +69,14 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
     emb, emb_u, emb_p, vec, vec_u, vec_p = [], [], [], [], [], []
     n_groups = len(manifest["entries"]) * int(manifest["draws"])
     bar = tqdm(total=n_groups, desc="evaluate", unit="photo", disable=not progress, leave=False)
-    for photo, draw, batch in eval_batches(dataset, manifest, pairs=pairs, device=device):
+    for photo, draw, batch in eval_batches(dataset, manifest, pairs=pairs, device=device, full=full):
         pref = encoder(batch.refs)
-        out = enhancer(batch.input, pref).float().clamp(0, 1)
+        if full:
+            out = torch.cat([enhance_full(enhancer, batch.input[i : i + 1], pref.take([i]),
+                                          full_resolution=full_resolution_path).float()
+                             for i in range(batch.input.shape[0])]).clamp(0, 1)
+        else:
+            out = enhancer(batch.input, pref).float().clamp(0, 1)
         target = batch.target.float()
         values = {name: fn(out, target).detach().double().cpu().numpy() for name, fn in metrics.items()}
         identity = metrics["psnr"](batch.input.float(), target).double().cpu().numpy() if "psnr" in metrics else None
@@ -91,7 +104,7 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
         mtt.append(full_tgt)
         gphotos.append(photo)
         if draw == 0:
-            emb.append(encoder.embed(target).float().cpu().numpy())
+            emb.append(encoder.embed(batch.extras.get("store_target", target)).float().cpu().numpy())
             emb_u.append(uid)
             emb_p.append(np.full(n, photo))
             vec.append(pref.vector.float().cpu().numpy())

@@ -29,6 +29,7 @@ from .build import (
     resolve_device,
 )
 from .errors import RunFailed, UsageError
+from .personalize import full_resolution_of
 from .plugins import get_manager
 from .runs import (
     atomic_write_json,
@@ -216,9 +217,12 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
         record["timings"]["train_s"] = round(record["timings"].get("train_s", 0) + train_s, 3)
         try:
             shard = dist.shard_manifest(manifest)  # every entry with one process
+            full = cfg["eval"].get("test_resolution", "store") == "full"
             result = evaluate(comps.encoder, comps.enhancer, comps.dataset, shard, metrics=metrics, pairs=pairs,
-                              device=device, progress=progress and dist.is_main,
-                              unavailable=unavailable) if shard["entries"] else None
+                              device=device, progress=progress and dist.is_main, unavailable=unavailable,
+                              full=full, full_resolution_path=full_resolution_of(
+                                  registry.get("enhancer", cfg["enhancer"]["name"]), comps.enhancer),
+                              ) if shard["entries"] else None
             result = dist.gather_eval(result, manifest)  # in manifest order, on rank 0
             if not dist.is_main:
                 return run_dir, record

@@ -9,6 +9,7 @@ scene share content and never straddle the train/test split) and a ``split``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,10 @@ class PieDataset:
     versions: uint8 ``[1 + U, P, H, W, 3]``; available: bool ``[U, P]`` (a user may lack some
     photos; None = all present); user_params: ``[U, A]`` true retouch parameters when known
     (pie-synth), named by ``param_names``; recipe / recipe_hash: what built the store (two
-    datasets with the same hash hold the same pixels); info: free-form provenance.
+    datasets with the same hash hold the same pixels); info: free-form provenance;
+    full_versions: for a store kept at the sources' resolution, ``photo -> uint8 [1 + U, h, w, 3]``
+    (input first, users in this dataset's order) at the photo's own size, so a protocol can test
+    at full resolution while training and references use the fixed-size ``versions``.
     """
 
     name: str
@@ -54,6 +58,7 @@ class PieDataset:
     param_names: list[str] = field(default_factory=list)
     user_params: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    full_versions: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         seen_flags = [u.seen for u in self.users]

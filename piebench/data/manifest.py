@@ -110,9 +110,13 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def eval_batches(dataset: PieDataset, manifest: dict[str, Any], *, pairs: bool,
-                 device: Any = "cpu") -> Iterator[tuple[int, int, Batch]]:
+                 device: Any = "cpu", full: bool = False) -> Iterator[tuple[int, int, Batch]]:
     """Yield ``(photo, draw, batch)``: one test photo and one draw per batch, one row per user
-    who has the photo (input repeated, each user's target and references); no augmentation."""
+    who has the photo (input repeated, each user's target and references); no augmentation.
+
+    ``full``: input and targets at the photo's own resolution (``dataset.full_versions``);
+    references, ``RefSet.query`` and ``extras["store_target"]`` stay at the store's size, which
+    is what the encoders were trained on."""
     if manifest.get("recipe_hash") != dataset.recipe_hash:
         raise UsageError(f"the reference manifest was built for dataset recipe {manifest.get('recipe_hash', '?')[:12]}, "
                          f"not this dataset ({dataset.recipe_hash[:12]}); rebuild the manifest")
@@ -121,18 +125,28 @@ def eval_batches(dataset: PieDataset, manifest: dict[str, Any], *, pairs: bool,
                          "build it with pool='support' for encoders that need reference pairs")
     params = (torch.as_tensor(np.asarray(dataset.user_params), dtype=torch.float32)
               if dataset.user_params is not None else None)
+    if full and dataset.full_versions is None:
+        raise UsageError(f"eval.test_resolution = 'full' needs a store kept at full resolution; dataset "
+                         f"'{dataset.name}' has only its {dataset.resolution[0]}x{dataset.resolution[1]} copy: "
+                         "prepare one with --size full, or set eval.test_resolution=store")
     for entry in manifest["entries"]:
         p = int(entry["photo"])
         users = np.array(entry["users"], np.int64)
         x = to_tensor(np.broadcast_to(dataset.input(p), (len(users), *dataset.versions.shape[2:])), device)
         target = to_tensor(gather(dataset, 1 + users, np.full(len(users), p)), device)
         extras = {"user_params": params[torch.as_tensor(users)].to(device)} if params is not None else {}
+        query = x
+        if full:
+            photo = dataset.full_versions(p)
+            extras["store_target"] = target
+            x = to_tensor(np.broadcast_to(photo[0], (len(users), *photo.shape[1:])), device)
+            target = to_tensor(np.ascontiguousarray(photo[1 + users]), device)
         for k in range(int(manifest["draws"])):
             refs = np.array([entry["refs"][i][k] for i in range(len(users))], np.int64)
             ref_targets = to_tensor(gather(dataset, np.broadcast_to((1 + users)[:, None], refs.shape), refs), device)
             ref_inputs = to_tensor(gather(dataset, np.zeros_like(refs), refs), device) if pairs else None
             yield p, k, Batch(input=x, target=target,
-                              refs=RefSet(targets=ref_targets, inputs=ref_inputs, mask=None, query=x),
+                              refs=RefSet(targets=ref_targets, inputs=ref_inputs, mask=None, query=query),
                               user=torch.as_tensor(users, device=device),
                               photo=torch.full((len(users),), p, dtype=torch.long, device=device),
                               extras=dict(extras))

@@ -316,13 +316,15 @@ def load_store(path: str | pathlib.Path, *, users: Iterable[str] | None = None, 
         versions = _derived(path, meta, idx, target, recipe_hash, progress)
     avail = np.array(meta["available"], bool).reshape(len(names), -1)[idx] if names else None
     seen_set = {u for u in order if u not in unseen}
+    slots = [0] + [1 + i for i in idx]
     return PieDataset(
         name=name or meta["name"], versions=versions,
         users=[UserInfo(i, u, u in seen_set) for i, u in enumerate(order)],
         photos=[PhotoInfo(i, p["name"], p["scene"], p["split"]) for i, p in enumerate(meta["photos"])],
         recipe={**meta["recipe"], "users": order, "unseen": unseen, "size": list(target)},
         recipe_hash=recipe_hash, available=None if avail is None or avail.all() else avail,
-        info={**meta.get("info", {}), "store": str(path)})
+        info={**meta.get("info", {}), "store": str(path)},
+        full_versions=(lambda p: np.asarray(full_photo(path, p)[slots])) if stored is None else None)
 
 
 def _derived(path: pathlib.Path, meta: dict, idx: list[int], size: tuple[int, int], key: str,
