@@ -7,16 +7,22 @@ linear head per layer, in the spirit of StarEnhancer's mapping network). sigma i
 positive with a softplus shifted so that a zero head output gives sigma = 1.
 
 U-Net: a double-conv stem, ``depth`` levels of (2x max-pool + double conv), and a decoder of
-(bilinear 2x, concat skip, conv3x3 -> AdaIN -> LeakyReLU -> conv3x3 -> LeakyReLU) blocks; the
-bottleneck is AdaIN-modulated too. A 1x1 conv gives a 3-channel residual; output = input +
+(bilinear 2x, concat skip, conv3x3 -> AdaIN -> LeakyReLU, concat the skip again -> conv3x3 ->
+LeakyReLU) blocks; the bottleneck is AdaIN-modulated too.
+
+The second concatenation of the (un-normalised) skip matters: instance normalisation removes
+each channel's mean and scale over the image, so a decoder that sees only AdaIN output cannot
+tell a dark photo from a bright one, and a brightening curve that clips the highlights needs
+exactly that absolute intensity. Without it (architecture version 1) the two-user test
+(+0.8 / -0.8 EV, 32 px, 600 joint steps) reached 28.7 / 31.3 dB; with it 33.1 / 39.3 dB. A 1x1 conv gives a 3-channel residual; output = input +
 residual. The input is padded (replicate) to a multiple of 2**depth and the output cropped.
 
 :class:`AdaINUNet` exposes :meth:`AdaINUNet.bottleneck` so variants (``sa-adain``) can add a
 block at the bottleneck without copying the rest.
 
 Configurations (no published count; widths as ``sa``): small widths 16/24/48/64, mapping 2x64:
-237,619 parameters with a 128-d vector; paper widths 64/128/256/512, mapping 4x512 (as
-StarEnhancer): 9,818,627 parameters with a 512-d vector.
+265,843 parameters with a 128-d vector; paper widths 64/128/256/512, mapping 4x512 (as
+StarEnhancer): 10,592,771 parameters with a 512-d vector.
 """
 
 from __future__ import annotations
@@ -86,19 +92,19 @@ class StyleMapping(nn.Module):
 
 
 class AdaINUp(nn.Module):
-    """Decoder block: bilinear up to the skip's size, concat skip, conv -> AdaIN -> act -> conv -> act."""
+    """Decoder block: bilinear up to the skip's size, concat skip, conv -> AdaIN -> act, concat skip, conv -> act."""
 
     def __init__(self, cin: int, skip_ch: int, cout: int):
         super().__init__()
         self.conv1 = nn.Conv2d(cin + skip_ch, cout, 3, padding=1)
         self.adain = AdaIN()
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout + skip_ch, cout, 3, padding=1)
         self.act = nn.LeakyReLU(0.2, inplace=True)
 
     def forward(self, x: Tensor, skip: Tensor, sigma: Tensor, mu: Tensor) -> Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         x = self.act(self.adain(self.conv1(torch.cat([x, skip], 1)), sigma, mu))
-        return self.act(self.conv2(x))
+        return self.act(self.conv2(torch.cat([x, skip], 1)))
 
 
 class AdaINUNet(Enhancer):
@@ -188,4 +194,4 @@ def register_enhancers(register):
     register("adain", build=build_adain,
              description="U-Net whose bottleneck and decoder are AdaIN-modulated by the preference vector",
              paper="Huang & Belongie, AdaIN, ICCV 2017 (modulation); mapping network as in StarEnhancer, ICCV 2021",
-             configurations=CONFIGURATIONS, version="1", consumes=["vector"], downsample=8)
+             configurations=CONFIGURATIONS, version="2", consumes=["vector"], downsample=8)

@@ -8,8 +8,8 @@ blocks on the bottleneck feature before its AdaIN. The attention reads ``Prefere
 the order of the references. The original research found this variant closest to its baseline.
 Consumes ``{"vector", "maps"}``; output = input + residual.
 
-Parameters: small 271,220 (128-d vector, 64-channel maps); paper (two SA blocks of 8 channel
-groups, mapping 4x512) 13,238,291 (512-d vector, 128-channel maps).
+Parameters: small 299,444 (128-d vector, 64-channel maps); paper (two SA blocks of 8 channel
+groups, mapping 4x512) 14,012,435 (512-d vector, 128-channel maps).
 """
 
 from __future__ import annotations
@@ -68,4 +68,4 @@ def register_enhancers(register):
                  "paper": {"widths": [64, 128, 256, 512], "mlp_hidden": 512, "mlp_layers": 4, "blocks": 2,
                            "groups": 8, "ffn_expansion": 2},
              },
-             version="1", consumes=["vector", "maps"], downsample=8)
+             version="2", consumes=["vector", "maps"], downsample=8)
