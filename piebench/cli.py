@@ -26,6 +26,7 @@ OPTIONAL_COMMANDS = [
     ("piebench.commands.bench", "bench"),
     ("piebench.commands.sweep", "sweep"),
     ("piebench.commands.sweep", "ablate"),
+    ("piebench.commands.users_curve", "users_curve_cmd"),
     ("piebench.commands.report", "report"),
     ("piebench.commands.data", "data"),
     ("piebench.commands.enhance", "enhance"),

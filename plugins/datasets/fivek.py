@@ -82,4 +82,4 @@ def register_datasets(register):
     register("fivek", build=build_fivek,
              description="MIT-Adobe FiveK store from `piebench data prepare fivek` (experts A-E as users)",
              paper="Bychkovsky et al., Learning Photographic Global Tonal Adjustment, CVPR 2011",
-             version="1")
+             version="1", training_users_param="seen_users")

@@ -54,8 +54,8 @@ def _threads() -> int:
 def build_pie_synth(ctx: Any = None, *, resolution: int = 64, crops_per_scene: int = 40, seen_users: int = 12,
                     unseen_users: int = 8, test_scenes: Sequence[str] = ("coffee", "chelsea"), folds: int = 0,
                     fold: int = 0, users: str = "random", seed: int = 0, jitter: float = 0.02,
-                    scenes: Sequence[str] | None = None, min_crop: float = 0.35, max_crop: float = 1.0
-                    ) -> PieDataset:
+                    scenes: Sequence[str] | None = None, min_crop: float = 0.35, max_crop: float = 1.0,
+                    train_users: int | None = None) -> PieDataset:
     """Build (or load from the cache) the pie-synth store and return it as a :class:`PieDataset`.
 
     resolution: side of the square crops in pixels; crops_per_scene: crops of each scene;
@@ -63,7 +63,9 @@ def build_pie_synth(ctx: Any = None, *, resolution: int = 64, crops_per_scene: i
     first); test_scenes: held-out scenes (ignored when ``folds`` > 0, which takes fold ``fold``
     of a k-fold partition over scenes); users: ``random`` (archetype-mixture users) or
     ``two-user`` (one +0.8 EV user, one -0.8 EV user, no unseen users, no content terms, no
-    jitter); jitter: per-photo parameter jitter (0 = none); scenes: a subset of scenes.
+    jitter); jitter: per-photo parameter jitter (0 = none); scenes: a subset of scenes;
+    train_users: only the first ``train_users`` seen users train, the other seen users are
+    tested as unseen (same store, same held-out users u00...: the training-users curve).
     """
     if users not in USER_MODES:
         raise UsageError(f"pie-synth users must be one of {', '.join(USER_MODES)}, got '{users}'")
@@ -85,11 +87,18 @@ def build_pie_synth(ctx: Any = None, *, resolution: int = 64, crops_per_scene: i
         "max_crop": float(max_crop), "users": users, "seen_users": seen_users,
         "unseen_users": unseen_users, "seed": int(seed), "jitter": jitter,
     }
+    if train_users is not None and (not isinstance(train_users, int) or isinstance(train_users, bool)
+                                    or not 1 <= train_users <= seen_users):
+        raise UsageError(f"pie-synth train_users must be an integer in 1..{seen_users} (the seen users), "
+                         f"got {train_users!r}")
     versions, meta = image_store.build_or_load(store_recipe, lambda allocate: _fill(store_recipe, allocate))
     recipe = {**store_recipe, "test_scenes": test, "folds": int(folds), "fold": int(fold)}
+    if train_users is not None:  # only when given, so that other recipes keep their hashes
+        recipe["train_users"] = int(train_users)
     photos = [PhotoInfo(p["id"], p["name"], p["scene"], "test" if p["scene"] in test else "train")
               for p in meta["photos"]]
-    user_list = [UserInfo(u["id"], u["name"], u["seen"]) for u in meta["users"]]
+    user_list = [UserInfo(u["id"], u["name"], u["seen"] and (train_users is None or u["id"] < train_users))
+                 for u in meta["users"]]
     info = {
         "sources": [{"scene": s, "source": scene(s).source, "licence": scene(s).licence} for s in names],
         "user_styles": {u["name"]: u["style"] for u in meta["users"]},
@@ -155,4 +164,5 @@ def register_datasets(register):
             "two-user": {"resolution": 64, "crops_per_scene": 16, "users": "two-user"},
         },
         scenes=list(SCENE_NAMES), splits="by scene; default test scenes coffee, chelsea; folds=k for k-fold",
+        training_users_param="train_users",
     )
