@@ -3,8 +3,9 @@
 :func:`make_fake_fivek` writes generated photos (smooth colour fields with shapes) and five
 "experts" who each apply a different global retouch, in the folder structure of a layout. The
 official layout gets 16-bit ProPhoto RGB TIFFs for the experts (with an ICC-like tag naming
-ProPhoto) and 16-bit TIFF data under ``.dng`` names for the inputs: real DNGs cannot be written
-without a raw encoder, so reading them needs ``rawpy`` -- or a test that patches the raw reader.
+ProPhoto) and real raw DNGs for the inputs (:func:`write_dng`: the photo's linear sRGB light
+mosaicked into a 16-bit RGGB Bayer pattern with the DNG tags LibRaw needs), which ``rawpy``
+demosaics like a camera's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from .colour import srgb_to_prophoto
+from .colour import srgb_decode, srgb_to_prophoto
 from .retouch import RetouchParams, retouch
 
 #: Photo ids of a 12-photo tree: 8 in the UPE train range, 4 in its test range.
@@ -41,6 +42,46 @@ def fake_photo(seed: int, height: int, width: int) -> np.ndarray:
         mask = ((yy - cy) ** 2 + (xx - cx) ** 2) < r * r
         img[mask] = img[mask] * 0.5 + rng.uniform(0, 1, 3).astype(np.float32) * 0.5
     return np.clip(img, 0.02, 0.98)
+
+
+#: XYZ (D65) -> linear sRGB: the fake camera's colour matrix, so its raw channels are sRGB's.
+_XYZ_TO_SRGB = (3.2404542, -1.5371385, -0.4985314, -0.9692660, 1.8760108, 0.0415560,
+                0.0556434, -0.2040259, 1.0572252)
+
+
+def write_dng(path: str | pathlib.Path, image: np.ndarray, white: int = 60000) -> None:
+    """Write sRGB ``image`` (float ``[H, W, 3]`` in [0, 1], even H and W) as a raw DNG.
+
+    The linear light of each pixel is sampled through an RGGB colour filter array into one
+    16-bit plane (``white`` = linear 1.0), with DNG 1.4 tags: CFA pattern, black 0, white
+    65535, ColorMatrix1 = XYZ -> linear sRGB under D65 and a neutral (1, 1, 1) as-shot white
+    balance, so a raw converter's sRGB rendering recovers the photo up to its brightness.
+    """
+    import tifffile
+
+    h, w, _ = image.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"write_dng needs even sizes for the 2x2 Bayer pattern, got {h}x{w}")
+    lin = np.round(np.clip(srgb_decode(np.clip(image, 0, 1)), 0, 1) * white).astype(np.uint16)
+    bayer = np.empty((h, w), np.uint16)
+    bayer[0::2, 0::2] = lin[0::2, 0::2, 0]
+    bayer[0::2, 1::2] = lin[0::2, 1::2, 1]
+    bayer[1::2, 0::2] = lin[1::2, 0::2, 1]
+    bayer[1::2, 1::2] = lin[1::2, 1::2, 2]
+    matrix: list[int] = []
+    for v in _XYZ_TO_SRGB:
+        matrix += [round(v * 10000), 10000]
+    tags = [(33421, "H", 2, (2, 2), False),  # CFARepeatPatternDim
+            (33422, "B", 4, (0, 1, 1, 2), False),  # CFAPattern: R G / G B
+            (50706, "B", 4, (1, 4, 0, 0), False),  # DNGVersion
+            (50708, "s", 0, "piebench fake camera", False),  # UniqueCameraModel
+            (50714, "I", 1, (0,), False), (50717, "I", 1, (65535,), False),  # BlackLevel, WhiteLevel
+            (50721, "2i", 9, tuple(matrix), False),  # ColorMatrix1
+            (50728, "2I", 3, (1, 1, 1, 1, 1, 1), False),  # AsShotNeutral
+            (50778, "H", 1, (21,), False)]  # CalibrationIlluminant1 = D65
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, bayer, photometric=32803, extratags=tags, subfiletype=0)
 
 
 def _save(path: pathlib.Path, image: np.ndarray, bits: int = 8, prophoto: bool = False) -> None:
@@ -71,7 +112,7 @@ def make_fake_fivek(root: str | pathlib.Path, layout: str, ids: list[str] | None
         edits = {e: retouch(src, EXPERT_EDITS[e]) for e in experts}
         test = int(pid[1:]) > 4500
         if layout == "official":
-            _save(root / "img" / "dng" / f"{pid}-fake_DSC{n:04d}.dng", src, bits=16)
+            write_dng(root / "img" / "dng" / f"{pid}-fake_DSC{n:04d}.dng", src)
             for e, im in edits.items():
                 _save(root / "img" / f"tiff16_{e.lower()}" / f"{pid}-fake_DSC{n:04d}.tif", im, bits=16, prophoto=True)
         elif layout == "starenhancer":
