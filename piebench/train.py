@@ -314,6 +314,8 @@ class _DeferredStop:
 
     A KeyboardInterrupt raised mid-step would leave the sampler, weights and optimiser out of
     step with the step counter, so a checkpoint of that state would not resume exactly.
+    A signal the process inherited as ignored (``nohup``, a background job of a script) stays
+    ignored, so such a run behaves the same in training and in evaluation.
     """
 
     def __init__(self, enabled: bool = True) -> None:
@@ -330,7 +332,8 @@ class _DeferredStop:
     def install(self) -> None:
         if self.enabled and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._old[sig] = signal.signal(sig, self._handle)
 
     def restore(self) -> None:
         for sig, old in self._old.items():

@@ -162,6 +162,11 @@ def piebench(*args: str, env: dict | None = None, timeout: float = 600) -> subpr
                           env=env or dict(os.environ), timeout=timeout)
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class Child:
     """A ``python -m piebench`` child whose output goes to files the parent can watch."""
 
@@ -169,8 +174,10 @@ class Child:
         workdir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = workdir / "stdout.txt", workdir / "stderr.txt"
         self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")
+        # As a foreground terminal process: Ctrl-C and SIGTERM at their defaults, even when pytest
+        # itself was started with SIGINT ignored (a background job of a script), which children inherit.
         self.proc = subprocess.Popen([sys.executable, "-m", "piebench", *args], stdout=self._out,
-                                     stderr=self._err, env=env, text=True)
+                                     stderr=self._err, env=env, text=True, preexec_fn=_default_signals)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
