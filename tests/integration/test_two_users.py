@@ -25,20 +25,20 @@ CASES = {
     "lut3d": ("angular", 600),
     "hdrnet": ("angular", 600),
 }
-#: Below 30 dB for the brightening user (see the closing note of issue 3). PieNet's last
-#: personalised up-sample block only concatenates the preference with stride-2 features before a
-#: linear head, so a user-specific per-pixel nonlinearity (the +0.8 EV curve clipping the
-#: highlights) exists only at stride 4 and coarser. 32 px, 600 steps: 27.4-29.3 dB brighten,
-#: 28.8-31.1 darken over batch layouts, widths 8/16, GroupNorm in place of BatchNorm and a
-#: full-resolution head; 1,500 steps: 28.93 / 30.85.
+#: Below 30 dB for the brightening user, by architecture (closing note of issue 3). PieNet's
+#: output is x + a linear 3x3 conv of [decoder, stride-2 skip, broadcast preference] upsampled
+#: from stride 2: no nonlinearity at full resolution sees the preference, so a per-user tone curve
+#: that clips the highlights (+0.8 EV) is only approximated. In a controlled loop (32 px, one-hot
+#: preferences, 600 steps) the faithful model gives 26.2 / 30.3 dB (brighten / darken), 28.8 / 33.7
+#: at 128 px, 28.4 / 32.2 after 2,000 steps; the same model with a small full-resolution tail
+#: conv([decoder, x, preference]) -> ReLU -> conv gives 33.2 / 40.8. Widths 8/16/64, GroupNorm for
+#: BatchNorm and batch layouts change it by under 2 dB. It must still follow both users by 8 dB.
 SHORT_OF_30 = {"pienet"}
 SETS = ["eval.data.users=two-user", "eval.data.crops_per_scene=20", "eval.max_photos=10", "eval.data.resolution=32"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("enhancer", [
-    pytest.param(e, marks=pytest.mark.xfail(reason="plateaus just under 30 dB for the brightening user", strict=False))
-    if e in SHORT_OF_30 else e for e in sorted(CASES)])
+@pytest.mark.parametrize("enhancer", sorted(CASES))
 def test_both_users_reach_30_db(enhancer, tmp_path):
     encoder, steps = CASES[enhancer]
     cfg = resolve("smoke", encoder=encoder, enhancer=enhancer, steps=steps, schedule="joint", sets=SETS)
@@ -46,4 +46,6 @@ def test_both_users_reach_30_db(enhancer, tmp_path):
     per_user = pd.read_csv(run_dir / "per_image.csv").groupby("user_name")[["psnr", "identity_psnr"]].mean()
     assert set(per_user.index) == {"brighten", "darken"}
     assert (per_user["psnr"] > per_user["identity_psnr"] + 8).all(), per_user.round(2).to_dict()  # follows each user
+    if enhancer in SHORT_OF_30 and not (per_user["psnr"] >= 30).all():
+        pytest.xfail(f"{enhancer}: no preference-aware nonlinearity at full resolution; {per_user.round(2).to_dict()}")
     assert (per_user["psnr"] >= 30).all(), per_user.round(2).to_dict()
