@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError, did_you_mean
+from .errors import PiebenchError, UsageError, did_you_mean
 
 _EVAL_KEYS = {"dataset", "data", "refs", "draws", "max_photos", "seed", "metrics", "batch_photos", "refs_curve",
               "test_resolution"}
@@ -267,7 +267,23 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
         _set_path(cfg, parts, value, item)
         cfg["overrides"].append(item)
     _validate_resolved(cfg)
+    cfg["versions"] = model_versions(encoder, enhancer)
     return cfg
+
+
+def model_versions(encoder: str, enhancer: str) -> dict[str, str]:
+    """The registered versions of the two models: part of the run key, so that a sweep never
+    reuses (nor a resume continues) a run of an older architecture. Unknown names are left out
+    (building the run reports them)."""
+    from .plugins import get_registry
+
+    registry, out = get_registry(), {}
+    for kind, name in (("encoder", encoder), ("enhancer", enhancer)):
+        try:
+            out[kind] = str(registry.get(kind, name).version)
+        except PiebenchError:
+            pass
+    return out
 
 
 def _validate_resolved(cfg: dict) -> None:

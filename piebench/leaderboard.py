@@ -197,6 +197,14 @@ def _add_throughput(df: pd.DataFrame, runs_dir: str | Path) -> None:
                   for n, c, d in zip(df["enhancer_name"], df["enhancer_configuration"], df["device"], strict=True)]
 
 
+def model_versions_label(record: dict) -> str:
+    """``"v1 / v2"``: the encoder's and the enhancer's registered versions in a run record."""
+    plugins = record.get("plugins") or {}
+    versions = [(plugins.get(f"{kind}:{record[kind]['name']}") or {}).get("version", "?")
+                for kind in ("encoder", "enhancer")]
+    return " / ".join(f"v{v}" for v in versions)
+
+
 def collect(runs_dir: str | Path, protocol: str | None = None) -> pd.DataFrame:
     """One row per finished record under ``runs_dir`` (optionally one protocol)."""
     rows = []
@@ -217,6 +225,7 @@ def collect(runs_dir: str | Path, protocol: str | None = None) -> pd.DataFrame:
             "enhancer_name": rec["enhancer"]["name"],
             "enhancer_configuration": rec["enhancer"].get("configuration", ""),
             "device": (rec.get("environment") or {}).get("device", "cpu"),
+            "model_versions": model_versions_label(rec),
         }
         for group in ("seen", "unseen"):
             g = rec.get("metrics", {}).get(group, {})
@@ -255,8 +264,13 @@ def leaderboard_tables(df: pd.DataFrame, paired: bool = True) -> list[tuple[dict
         return out
     for (proto, version, ehash), part in df.groupby(["protocol", "version", "eval_hash"], sort=True):
         rows, run_dirs = [], []
-        for (enc, enh, ovr), runs in part.groupby(["encoder", "enhancer", "overrides"], sort=True):
+        # runs of another architecture version are another entry, never extra seeds
+        several = (part.groupby(["encoder", "enhancer"])["model_versions"].nunique() > 1).any()
+        for (enc, enh, ovr, ver), runs in part.groupby(["encoder", "enhancer", "overrides", "model_versions"],
+                                                       sort=True):
             row = {"encoder": enc, "enhancer": enh}
+            if several:
+                row["versions"] = ver
             if part["overrides"].astype(bool).any():
                 row["overrides"] = ovr or "–"
             row["seeds"] = len(runs)
@@ -285,7 +299,7 @@ def leaderboard_tables(df: pd.DataFrame, paired: bool = True) -> list[tuple[dict
                              "(batch 1, no amp), on the run's device type.")
         if "_psnr:seen" in table:
             table = table.sort_values("_psnr:seen", ascending=False)
-        order = ["encoder", "enhancer", "overrides", "seeds",
+        order = ["encoder", "enhancer", "versions", "overrides", "seeds",
                  *(f"{h} {g}" for _, h in COLUMNS for g in ("seen", "unseen")), "params", "MP/s ↑"]
         cols = [c for c in order if c in table.columns]
         cols += [c for c in table.columns if c not in cols and not c.startswith("_")]

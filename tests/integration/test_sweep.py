@@ -115,14 +115,16 @@ def test_ablate_refuses_a_bad_value_before_training(tmp_path):
 
 
 # -- leaderboard statistics on synthetic records (fast) ------------------------------------------------
-def _fake_run(root: Path, name: str, seed: int, psnr: np.ndarray, photos: np.ndarray, users: np.ndarray) -> None:
-    d = root / "p" / name / f"run-{seed}"
+def _fake_run(root: Path, name: str, seed: int, psnr: np.ndarray, photos: np.ndarray, users: np.ndarray,
+              version: str = "1") -> None:
+    d = root / "p" / name / f"run-{seed}-v{version}"
     d.mkdir(parents=True)
     rec = {"schema_version": 1, "status": "finished", "run_key": f"{name}{seed}", "seed": seed, "blind": False,
            "protocol": {"name": "p", "version": 1, "eval_hash": "e", "train_hash": name, "ranking": True},
            "encoder": {"name": "enc"}, "enhancer": {"name": name, "configuration": "small"}, "overrides": [],
            "parameters": {"encoder": 0, "enhancer": 10}, "environment": {"device": "cpu"},
-           "metrics": {"seen": {"psnr": {"mean": float(psnr.mean()), "ci": [0, 0]}}}}
+           "metrics": {"seen": {"psnr": {"mean": float(psnr.mean()), "ci": [0, 0]}}},
+           "plugins": {"encoder:enc": {"version": "1"}, f"enhancer:{name}": {"version": version}}}
     (d / "record.json").write_text(json.dumps(rec))
     pd.DataFrame({"photo": photos, "user": users, "draw": 0, "seen": True, "psnr": psnr}).to_csv(d / "per_image.csv")
 
@@ -142,3 +144,22 @@ def test_leaderboard_marks_ties_with_the_best_and_reports_the_mde(tmp_path):
     mde = next(n for n in spec["notes"] if n.startswith("minimum detectable effect"))
     value = float(mde.split(": ")[1].split(" dB")[0])
     assert 0.01 < value < 0.2  # seed noise sd ~0.07 per image over 30 photos
+
+
+def test_runs_of_another_model_version_are_another_entry_never_extra_seeds(tmp_path):
+    from piebench.config import resolve, run_key
+
+    rng = np.random.default_rng(1)
+    photos, users = np.repeat(np.arange(10), 2), np.tile(np.arange(2), 10)
+    for seed in (0, 1):
+        _fake_run(tmp_path, "net", seed, rng.normal(24, 1, photos.size), photos, users, version="1")
+    _fake_run(tmp_path, "net", 0, rng.normal(27, 1, photos.size), photos, users, version="2")
+    _fake_run(tmp_path, "other", 0, rng.normal(25, 1, photos.size), photos, users)
+    [(_, table)] = leaderboard_tables(collect(tmp_path))
+    rows = {(r.enhancer, r.versions): r.seeds for r in table.itertuples()}
+    assert rows == {("net", "v1 / v1"): 2, ("net", "v1 / v2"): 1, ("other", "v1 / v1"): 1}
+    # and a sweep never reuses a finished run of an older architecture: the version is in the key
+    cfg = resolve("smoke", encoder="angular", enhancer="adain")
+    assert cfg["versions"] == {"encoder": "1", "enhancer": "2"}
+    older = {**cfg, "versions": {**cfg["versions"], "enhancer": "1"}}
+    assert run_key(older) != run_key(cfg)
