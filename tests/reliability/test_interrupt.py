@@ -7,7 +7,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 from rel_helpers import (
     RUN_ARGS,
     TOTAL_STEPS,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import pathlib
 
 import numpy as np
 import pytest
 
-from piebench.data import fivek, images, prepared
+from piebench.data import fivek, prepared
 from piebench.data.colour import prophoto_to_srgb
 from piebench.data.fakefivek import FAKE_IDS, fake_photo, make_fake_fivek
 from piebench.data.fivek import prepare_fivek, split_480p, upe_split
