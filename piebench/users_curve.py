@@ -69,15 +69,13 @@ def training_users_param(dataset: str) -> str:
 
 def _held_out(items: dict[int, list[SweepItem]], unseen: set[str]) -> list[str]:
     """The dataset's own unseen users that are unseen in every finished run (by name)."""
-    common: set[str] | None = set(unseen)
+    common = set(unseen)
     for runs in items.values():
         for it in runs:
-            if it.run_dir is None or it.status == "failed":
-                continue
-            df = pd.read_csv(it.run_dir / "per_image.csv", usecols=["user_name", "seen"])
-            unseen = set(df.loc[~df["seen"].astype(bool), "user_name"])
-            common = unseen if common is None else common & unseen
-    return sorted(common or [])
+            if it.run_dir is not None and it.status != "failed":
+                df = pd.read_csv(it.run_dir / "per_image.csv", usecols=["user_name", "seen"])
+                common &= set(df.loc[~df["seen"].astype(bool), "user_name"])
+    return sorted(common)
 
 
 def _dataset_unseen(cfg: dict) -> set[str]:
@@ -105,6 +103,10 @@ def users_curve(protocol: str, encoder: str, enhancer: str, counts: list[int], *
     dataset = base_cfg["eval"]["dataset"]
     param = training_users_param(dataset)
     unseen = _dataset_unseen(base_cfg)
+    if not unseen:
+        raise UsageError(f"dataset '{dataset}' holds no user out of training, so there is no one to score the "
+                         "curve on; give it unseen users (pie-synth: eval.data.unseen_users > 0; fivek: "
+                         "eval.data.unseen_users, as in fivek-loeo)")
     cfgs = {}
     for k in counts:  # resolve everything first: a bad value fails before any training
         for seed in seeds:
@@ -120,9 +122,8 @@ def users_curve(protocol: str, encoder: str, enhancer: str, counts: list[int], *
             items[k].append(item)
     held_out = _held_out(items, unseen)
     if not held_out:
-        raise UsageError(f"no user is held out of training at every count ({', '.join(map(str, counts))}); "
-                         f"the dataset needs unseen users (pie-synth: eval.data.unseen_users > 0; fivek: "
-                         "eval.data.unseen_users, as in fivek-loeo)")
+        raise UsageError(f"no run of the curve finished, or none kept {', '.join(sorted(unseen))} unseen; "
+                         f"see the runs under {runs_dir}")
     frames = {k: [_rows(it, held_out) for it in runs if it.run_dir is not None and it.status != "failed"]
               for k, runs in items.items()}
     base_k = counts[0]

@@ -91,3 +91,6 @@ def test_bad_input(tmp_path, capsys):
     err = _main_fails(["users-curve", "--encoder", "angular", "--enhancer", "sa", "--counts", "1",
                        "--dataset", f"folder:{folder}", "--runs-dir", str(tmp_path / "runs")], capsys)
     assert "cannot vary its number of training users" in err
+    err = _main_fails(["users-curve", "--encoder", "angular", "--enhancer", "sa", "--counts", "2,4",
+                       "--set", "eval.data.unseen_users=0", "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert "holds no user out of training" in err and not (tmp_path / "runs").exists()
