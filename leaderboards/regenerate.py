@@ -33,21 +33,29 @@ def cross_pairs() -> set[tuple[str, str]]:
 
 
 def render_smoke(records: Path = RECORDS) -> str:
+    """smoke.md: one table per protocol version (newest first), each with its bounds section."""
     df = collect(records, "smoke")
     table = render_markdown(leaderboard_tables(df))
-    rec = json.loads(next(records.joinpath("smoke").rglob("record.json")).read_text())
+    newest = int(df["version"].max())
+    latest = df[df["version"] == newest]
+    rec = json.loads((Path(latest["run_dir"].iloc[0]) / "record.json").read_text())
     env = rec["environment"]
-    done = set(map(tuple, df[["encoder", "enhancer"]].drop_duplicates().to_numpy().tolist()))
+    done = set(map(tuple, latest[["encoder", "enhancer"]].drop_duplicates().to_numpy().tolist()))
     missing = sorted(cross_pairs() - done)
-    coverage = ("**Coverage: complete.**" if not missing else
-                f"**Coverage: partial.** {len(done)} pairs have run ({len(df)} runs); still to run: "
-                + ", ".join(f"{e}+{h}" for e, h in missing) + ". The sweep command below skips finished runs.")
+    coverage = (f"**Coverage of smoke v{newest}: complete.**" if not missing else
+                f"**Coverage of smoke v{newest}: partial.** {len(done)} pairs have run ({len(latest)} runs); still to "
+                "run: " + ", ".join(f"{e}+{h}" for e, h in missing) + ". The sweep command below skips finished runs.")
+    older = sorted(set(df["version"].astype(int)) - {newest}, reverse=True)
+    history = (f" Older protocol versions ({', '.join(f'v{v}' for v in older)}) follow as their own tables: "
+               "never compare rows across tables." if older else "")
     return f"""# smoke leaderboard: a sanity check, not a ranking
 
-The smoke protocol (64 px pie-synth crops, 500 CPU steps) shows that a pair trains and
-follows the preference. Differences between rows are within run-to-run noise unless the
-paired statistics below say otherwise. seen = training users; unseen = users personalised
-from their references alone.
+The smoke protocol (small pie-synth crops, a few hundred CPU steps) shows that a pair trains
+and follows the preference. A difference between two rows is real only where the statistics
+say so: the `*` ties and the minimum detectable effect under each table count both training
+seeds and test scenes (source photographs) as samples. seen = training users; unseen = users
+personalised from their references alone. Oracles, baselines and blind twins are bounds,
+listed under each ranked table.{history}
 
 {coverage}
 

@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import UsageError
 from .runs import iter_records
+from .verdicts import ITEM_KEYS, blind_gain, load_per_image, paired_delta, table_items, ties_with_best
+
+__all__ = ["COLUMNS", "ITEM_KEYS", "blind_gain", "bound_kind", "collect", "leaderboard_tables", "load_per_image",
+           "paired_delta", "render_markdown", "run_summary_table", "twin_key"]
 
 #: (record metric key, column header) in display order; arrows say which way is better.
 COLUMNS = [
@@ -80,11 +85,7 @@ def run_summary_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-# -- paired per-image statistics ----------------------------------------------------------------
-#: Columns that identify one evaluated item in per_image.csv.
-ITEM_KEYS = ("photo", "user", "draw")
-
-
+# -- paired per-image statistics: piebench.verdicts -------------------------------------------
 def twin_key(run_dir: str | Path, record: dict) -> str:
     """What a run and its blind twin share: the config without ``blind``, overrides and device."""
     from .config import canonical_hash
@@ -103,61 +104,6 @@ def twin_key(run_dir: str | Path, record: dict) -> str:
     if isinstance(cfg.get("encoder"), dict):  # the runner notes where the weights came from: not config
         cfg["encoder"] = {k: v for k, v in cfg["encoder"].items() if k != "pretrained_from"}
     return canonical_hash(cfg)
-
-
-def load_per_image(run_dir: str | Path) -> pd.DataFrame | None:
-    """A run's per-image rows, or None when it has none."""
-    path = Path(run_dir) / "per_image.csv"
-    if not path.exists():
-        return None
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None
-
-
-def _group_rows(df: pd.DataFrame, group: str) -> pd.DataFrame:
-    if group == "all" or "seen" not in df:
-        return df
-    seen = df["seen"].astype(str).str.lower().isin(["true", "1"])
-    return df[seen] if group == "seen" else df[~seen]
-
-
-def paired_delta(pairs: list[tuple[str | Path, str | Path]], metric: str = "psnr",
-                 groups: tuple[str, ...] = ("seen", "unseen"), seed: int = 0) -> dict[str, dict[str, Any]]:
-    """CI of the mean per-image difference ``a - b`` over run pairs ``(a, b)``, per user group.
-
-    Items are paired by (photo, user, draw) within each pair and pooled over pairs (e.g. seeds);
-    the bootstrap resamples photos. Groups without paired items are left out.
-    """
-    from .stats import paired_diff
-
-    frames: dict[str, list[pd.DataFrame]] = {g: [] for g in groups}
-    for i, (a, b) in enumerate(pairs):
-        da, db = load_per_image(a), load_per_image(b)
-        if da is None or db is None or metric not in da or metric not in db:
-            continue
-        for g in groups:
-            ga, gb = _group_rows(da, g), _group_rows(db, g)
-            m = ga[[*ITEM_KEYS, metric]].merge(gb[[*ITEM_KEYS, metric]], on=list(ITEM_KEYS), suffixes=("_a", "_b"))
-            m = m[np.isfinite(m[f"{metric}_a"]) & np.isfinite(m[f"{metric}_b"])]
-            if len(m):
-                frames[g].append(m.assign(pair=i))
-    out = {}
-    for g, parts in frames.items():
-        if not parts:
-            continue
-        m = pd.concat(parts, ignore_index=True)
-        ci = paired_diff(m[f"{metric}_a"].to_numpy(float), m[f"{metric}_b"].to_numpy(float),
-                         clusters=m["photo"].to_numpy(), seed=seed)
-        out[g] = {"mean": ci.mean, "ci": [ci.lo, ci.hi], "n": ci.n, "n_photos": ci.n_clusters,
-                  "excludes_zero": ci.excludes_zero}
-    return out
-
-
-def blind_gain(run_dir: str | Path, twin_dir: str | Path, metric: str = "psnr") -> dict[str, dict[str, Any]]:
-    """Gain over the blind twin: model - twin per image, paired, bootstrap CI over photos."""
-    return paired_delta([(run_dir, twin_dir)], metric)
 
 
 def _add_blind_gains(df: pd.DataFrame) -> None:
@@ -205,6 +151,35 @@ def model_versions_label(record: dict) -> str:
     return " / ".join(f"v{v}" for v in versions)
 
 
+#: Bounds and baselines when the registry does not know a plugin (records of uninstalled plugins):
+#: encoders that read the answer, enhancers that learn nothing per user.
+FALLBACK_BOUNDS = {"encoder": {"oracle-id", "oracle-params"}, "enhancer": {"identity", "transfer"}}
+
+
+def _declares(kind: str, name: str, key: str) -> bool:
+    from .plugins import get_registry
+
+    try:
+        return bool(get_registry().get(kind, name).meta.get(key))
+    except UsageError:
+        return name in FALLBACK_BOUNDS[kind]
+
+
+def bound_kind(record: dict) -> str:
+    """Why a run is a bound or baseline ("blind twin", "oracle", "baseline"), or "" for a ranked model.
+
+    Oracle encoders declare ``oracle=True`` in their plugin spec, baseline enhancers
+    ``baseline=True``; plugins the registry does not know fall back to :data:`FALLBACK_BOUNDS`.
+    """
+    if record.get("blind"):
+        return "blind twin"
+    if _declares("encoder", record["encoder"]["name"], "oracle"):
+        return "oracle"
+    if _declares("enhancer", record["enhancer"]["name"], "baseline"):
+        return "baseline"
+    return ""
+
+
 def collect(runs_dir: str | Path, protocol: str | None = None) -> pd.DataFrame:
     """One row per finished record under ``runs_dir`` (optionally one protocol)."""
     rows = []
@@ -218,8 +193,8 @@ def collect(runs_dir: str | Path, protocol: str | None = None) -> pd.DataFrame:
             "protocol": proto["name"], "version": proto["version"], "eval_hash": proto.get("eval_hash", ""),
             "train_hash": proto.get("train_hash", ""), "ranking": proto.get("ranking", True),
             "encoder": rec["encoder"]["name"], "enhancer": rec["enhancer"]["name"] + (" (blind)" if rec.get("blind") else ""),
-            "overrides": ", ".join(o for o in rec.get("overrides", []) if not o.startswith("steps=")) or "",
-            "seed": rec["seed"], "run_dir": str(run_dir),
+            "overrides": ", ".join(rec.get("overrides", [])), "git_commit": rec.get("git_commit") or "unknown",
+            "seed": rec["seed"], "run_dir": str(run_dir), "bound": bound_kind(rec),
             "params": sum((rec.get("parameters") or {}).values()) or None,
             "blind": bool(rec.get("blind")), "twin_key": twin_key(run_dir, rec),
             "enhancer_name": rec["enhancer"]["name"],
@@ -252,142 +227,136 @@ def _mean_ci(values: pd.Series) -> tuple[float, float]:
     return float(vals.mean()), float(half)
 
 
-def leaderboard_tables(df: pd.DataFrame, paired: bool = True) -> list[tuple[dict, pd.DataFrame]]:
-    """(spec, table) per evaluation spec; rows aggregate seeds as mean ± CI.
+#: An entry (one table row): evaluation spec (the table) + training recipe + model versions.
+ENTRY_KEYS = ["encoder", "enhancer", "train_hash", "model_versions"]
 
-    With ``paired`` (and per_image.csv files in the run directories) PSNR cells of the best
-    entry and of every entry statistically indistinguishable from it end in ``*``, and
-    ``spec["notes"]`` explains the marks and gives the table's minimum detectable effect.
+
+def _entry_row(runs: pd.DataFrame, show: dict[str, bool]) -> dict:
+    """One entry's cells: mean ± 95% t-interval over its seeds per metric and user group."""
+    first = runs.iloc[0]
+    row = {"encoder": first["encoder"], "enhancer": first["enhancer"]}
+    if show["versions"]:
+        row["versions"] = first["model_versions"]
+    if show["recipe"]:
+        row["recipe"] = first["train_hash"][:8]
+    if show["overrides"]:
+        row["overrides"] = first["overrides"] or "–"
+    mixed = runs["git_commit"].nunique() > 1
+    row["seeds"] = f"{len(runs)} †" if mixed else len(runs)
+    for key, header in COLUMNS:
+        for group in ("seen", "unseen"):
+            col = f"{key}:{group}"
+            if col not in runs or runs[col].isna().all():
+                continue
+            mean, half = _mean_ci(runs[col])
+            digits = 4 if key in ("ssim", "ssim_down", "lpips", "silhouette") else 2
+            row[f"{header} {group}"] = _fmt(mean, digits) + ("" if math.isnan(half) else f" ± {_fmt(half, digits)}")
+            row[f"_{key}:{group}"] = mean
+    if runs["params"].notna().any():
+        row["params"] = f"{runs['params'].dropna().iloc[0] / 1e6:.2f} M"
+    if "mp_s" in runs and runs["mp_s"].notna().any():
+        row["MP/s ↑"] = f"{runs['mp_s'].dropna().iloc[0]:.2f}"
+    if first["bound"]:
+        row["kind"] = first["bound"]
+    return row
+
+
+def _entries(part: pd.DataFrame, strict: bool) -> tuple[list[pd.DataFrame], dict[str, bool], list[str]]:
+    """The table's entries (runs per row), which optional columns to show, and the entries whose
+    seeds come from different commits (refused with ``strict``)."""
+    entries = [runs.sort_values("seed") for _, runs in part.groupby(ENTRY_KEYS, sort=True)]
+    pairs = part.groupby(["encoder", "enhancer"])
+    show = {"versions": bool((pairs["model_versions"].nunique() > 1).any()),
+            "recipe": bool((part.groupby(["encoder", "enhancer", "model_versions"])["train_hash"].nunique() > 1).any()),
+            "overrides": bool(part["overrides"].astype(bool).any())}
+    mixed = [f"{r['encoder'].iloc[0]}+{r['enhancer'].iloc[0]} ({', '.join(sorted(c[:8] for c in r['git_commit'].unique()))})"
+             for r in entries if r["git_commit"].nunique() > 1]
+    if strict and mixed:
+        raise UsageError(f"--strict: {len(mixed)} entries have seeds from different commits: {'; '.join(mixed)}; "
+                         "rerun them at one commit, or leave out --strict to see them flagged")
+    return entries, show, mixed
+
+
+def leaderboard_tables(df: pd.DataFrame, paired: bool = True, strict: bool = False) -> list[tuple[dict, pd.DataFrame]]:
+    """(spec, ranked table) per evaluation spec, newest protocol version first.
+
+    An entry (row) is one training recipe (``train_hash``, overrides included) and one pair of
+    model versions; its seeds give mean ± 95% t-interval. Oracles, baselines and blind twins go
+    to ``spec["bounds"]`` (a table shown for reference: never ranked, never starred). With
+    ``paired`` (per_image.csv in the run directories) the ranked PSNR cells tied with the best end
+    in ``*`` and ``spec["notes"]`` give the MDE and A/A false-positive rate (over seeds and
+    scenes), ``spec["scenes"]`` the test scenes. ``strict`` refuses entries whose seeds come from
+    different commits (otherwise flagged †).
     """
     out = []
     if df.empty:
         return out
-    for (proto, version, ehash), part in df.groupby(["protocol", "version", "eval_hash"], sort=True):
-        rows, run_dirs = [], []
-        # runs of another architecture version are another entry, never extra seeds
-        several = (part.groupby(["encoder", "enhancer"])["model_versions"].nunique() > 1).any()
-        for (enc, enh, ovr, ver), runs in part.groupby(["encoder", "enhancer", "overrides", "model_versions"],
-                                                       sort=True):
-            row = {"encoder": enc, "enhancer": enh}
-            if several:
-                row["versions"] = ver
-            if part["overrides"].astype(bool).any():
-                row["overrides"] = ovr or "–"
-            row["seeds"] = len(runs)
-            for key, header in COLUMNS:
-                for group in ("seen", "unseen"):
-                    col = f"{key}:{group}"
-                    if col not in runs or runs[col].isna().all():
-                        continue
-                    mean, half = _mean_ci(runs[col])
-                    digits = 4 if key in ("ssim", "ssim_down", "lpips", "silhouette") else 2
-                    cell = _fmt(mean, digits) + ("" if math.isnan(half) else f" ± {_fmt(half, digits)}")
-                    row[f"{header} {group}"] = cell
-                    row[f"_{key}:{group}"] = mean
-            if runs["params"].notna().any():
-                row["params"] = f"{runs['params'].dropna().iloc[0] / 1e6:.2f} M"
-            if "mp_s" in runs and runs["mp_s"].notna().any():
-                row["MP/s ↑"] = f"{runs['mp_s'].dropna().iloc[0]:.2f}"
-            rows.append(row)
-            run_dirs.append(list(runs.sort_values("seed")["run_dir"]))
-        table = pd.DataFrame(rows)
-        notes = []
-        if paired and "run_dir" in part:
-            notes = _mark_ties(table, run_dirs) + _mde_notes(run_dirs)
-            if "MP/s ↑" in table:
-                notes.append("MP/s ↑: forward-pass megapixels per second at 1080p from `piebench bench` "
-                             "(batch 1, no amp), on the run's device type.")
-        if "_psnr:seen" in table:
-            table = table.sort_values("_psnr:seen", ascending=False)
-        order = ["encoder", "enhancer", "versions", "overrides", "seeds",
-                 *(f"{h} {g}" for _, h in COLUMNS for g in ("seen", "unseen")), "params", "MP/s ↑"]
-        cols = [c for c in order if c in table.columns]
-        cols += [c for c in table.columns if c not in cols and not c.startswith("_")]
-        table = table[cols].reset_index(drop=True)
-        table = table.astype(object).where(table.notna(), "–")
-        spec = {"protocol": proto, "version": int(version), "eval_hash": ehash,
+    df = df.assign(_order=-df["version"].astype(int))
+    for (proto, _, ehash), part in df.groupby(["protocol", "_order", "eval_hash"], sort=True):
+        entries, show, mixed = _entries(part, strict)
+        table = pd.DataFrame([_entry_row(runs, show) for runs in entries])
+        spec = {"protocol": proto, "version": int(part["version"].iloc[0]), "eval_hash": ehash,
                 "ranking": bool(part["ranking"].iloc[0])}
+        notes = []
+        if paired:
+            notes, spec["scenes"] = _verdicts(table, [list(r["run_dir"]) for r in entries],
+                                              [not r["bound"].iloc[0] for r in entries])
+        if mixed:
+            notes.append(f"† seeds from different commits: {'; '.join(mixed)} (`--strict` refuses them).")
+        if "MP/s ↑" in table:
+            notes.append("MP/s ↑: forward-pass megapixels per second at 1080p from `piebench bench` "
+                         "(batch 1, no amp), on the run's device type.")
         if notes:
             spec["notes"] = notes
-        out.append((spec, table))
+        bounds = table["kind"].notna() if "kind" in table else pd.Series(False, index=table.index)
+        if bounds.any():
+            spec["bounds"] = _finish(table[bounds])
+        out.append((spec, _finish(table[~bounds].drop(columns="kind", errors="ignore"))))
     return out
 
 
-def _row_items(dirs: list[str], group: str, metric: str = "psnr") -> pd.Series | None:
-    """Per-item ``metric`` of one table row, averaged over its seeds, indexed by (photo, user, draw)."""
-    parts = []
-    for d in dirs:
-        df = load_per_image(d)
-        if df is None or metric not in df:
-            return None
-        g = _group_rows(df, group)
-        parts.append(g.set_index(list(ITEM_KEYS))[metric])
-    if not parts:
-        return None
-    joined = pd.concat(parts, axis=1, join="inner")
-    return joined.mean(axis=1) if len(joined) else None
+def _finish(table: pd.DataFrame) -> pd.DataFrame:
+    """Sorted by seen PSNR, display columns in order, empty cells as "–", all-empty columns dropped."""
+    if "_psnr:seen" in table:
+        table = table.sort_values("_psnr:seen", ascending=False, kind="stable")
+    order = ["kind", "encoder", "enhancer", "versions", "recipe", "overrides", "seeds",
+             *(f"{h} {g}" for _, h in COLUMNS for g in ("seen", "unseen")), "params", "MP/s ↑"]
+    cols = [c for c in order if c in table.columns and table[c].notna().any()]
+    cols += [c for c in table.columns if c not in cols and not c.startswith("_") and table[c].notna().any()]
+    table = table[cols].reset_index(drop=True)
+    return table.astype(object).where(table.notna(), "–")
 
 
-def _mark_ties(table: pd.DataFrame, run_dirs: list[list[str]], metric: str = "psnr") -> list[str]:
-    """Append `` *`` to the PSNR cells tied with the best (paired per-image bootstrap over photos)."""
-    from .stats import indistinguishable_from_best
+def _verdicts(table: pd.DataFrame, run_dirs: list[list[str]], ranked: list[bool],
+              metric: str = "psnr") -> tuple[list[str], list[str]]:
+    """Mark ``*`` ties with the best ranked entry in ``table``; the notes and the test scenes."""
+    from .verdicts import calibration_notes
 
     header = dict(COLUMNS)[metric]
-    marked = False
+    notes, scenes, marked = [], set(), False
     for group in ("seen", "unseen"):
         col = f"{header} {group}"
-        if col not in table or len(table) < 2:
+        got = table_items(run_dirs, group, metric)
+        if got is None or col not in table:
             continue
-        series = {i: _row_items(d, group, metric) for i, d in enumerate(run_dirs)}
-        series = {i: v for i, v in series.items() if v is not None and pd.notna(table.at[i, f"_{metric}:{group}"])}
-        if len(series) < 2:
-            continue
-        aligned = pd.concat(series, axis=1, join="inner").dropna()
-        aligned = aligned[np.isfinite(aligned).all(axis=1)]
-        photos = aligned.index.get_level_values("photo").to_numpy()
-        if len(np.unique(photos)) < 2:
-            continue
-        ties = indistinguishable_from_best({str(i): aligned[i].to_numpy(float) for i in aligned.columns},
-                                           clusters=photos)
-        for key, tie in ties.items():
-            if tie.indistinguishable:
-                table.at[int(key), col] = f"{table.at[int(key), col]} *"
-                marked = True
-    if not marked:
-        return []
-    return ["`*` best PSNR and every entry statistically indistinguishable from it: the paired 95% bootstrap "
-            "CI (over photos) of the per-image difference to the best includes 0."]
-
-
-def _mde_notes(run_dirs: list[list[str]], metric: str = "psnr") -> list[str]:
-    """The minimum detectable effect per user group, from seed-to-seed per-image differences."""
-    from .stats import minimum_detectable_effect
-
-    notes = []
-    for group in ("seen", "unseen"):
-        mdes = []
-        for dirs in run_dirs:
-            if len(dirs) < 2:
-                continue
-            a, b = _row_items(dirs[:1], group, metric), _row_items(dirs[1:2], group, metric)
-            if a is None or b is None:
-                continue
-            d = pd.concat([a, b], axis=1, join="inner").dropna()
-            d = d[np.isfinite(d).all(axis=1)]
-            photos = d.index.get_level_values("photo").to_numpy()
-            if len(np.unique(photos)) >= 2:
-                mdes.append(minimum_detectable_effect((d.iloc[:, 0] - d.iloc[:, 1]).to_numpy(float), photos))
-        if mdes:
-            notes.append(f"minimum detectable effect ({metric.upper()}, {group} users): {float(np.median(mdes)):.2f} dB "
-                         f"between two single-seed runs (alpha 0.05, power 0.8; median over {len(mdes)} "
-                         f"configurations of their seed-to-seed per-image differences)")
-    if not notes:
-        notes.append("minimum detectable effect: needs two seeds of one configuration")
-    return notes
+        idx, (cells, w, names, _) = got
+        scenes |= set(names)
+        rank = [ranked[i] for i in idx]
+        ties = ties_with_best(cells, w, rank) if sum(rank) >= 2 else None
+        for j in (ties or (None, []))[1]:
+            table.at[idx[j], col] = f"{table.at[idx[j], col]} *"
+            marked = True
+        notes += calibration_notes(cells, w, rank, group, metric)
+    head = []
+    if marked:
+        head.append("`*` best PSNR among the ranked entries of >= 2 seeds and every entry not distinguishable "
+                    "from it: the 95% interval of the difference to the best, over seeds and test scenes, "
+                    "includes 0. An entry of 1 seed gets no mark: a verdict needs >= 2 seeds.")
+    return head + notes, sorted(scenes)
 
 
 def render_markdown(tables: list[tuple[dict, pd.DataFrame]]) -> str:
-    """Markdown for ``piebench leaderboard``."""
+    """Markdown for ``piebench leaderboard``: per spec the ranked table, its notes, then its bounds."""
     from tabulate import tabulate
 
     if not tables:
@@ -397,7 +366,15 @@ def render_markdown(tables: list[tuple[dict, pd.DataFrame]]) -> str:
         head = f"## {spec['protocol']} v{spec['version']} (eval spec {spec['eval_hash']})"
         if not spec["ranking"]:
             head += "\n\nA sanity check, not a ranking: differences here are within run-to-run noise."
-        body = tabulate(table, headers="keys", tablefmt="github", showindex=False)
+        if spec.get("scenes"):
+            names = f": {', '.join(spec['scenes'])}" if len(spec["scenes"]) <= 12 else ""
+            head += f"\n\nRests on {len(spec['scenes'])} test scenes{names}."
+        body = tabulate(table, headers="keys", tablefmt="github", showindex=False) if len(table) else "(no ranked entry)"
         notes = "".join(f"\n\n{n}" for n in spec.get("notes", []))
-        parts.append(head + "\n\n" + body + notes)
+        bounds = ""
+        if "bounds" in spec:
+            bounds = ("\n\n### Bounds and baselines\n\nFor reference, never ranked or starred: oracles read the "
+                      "answer, baselines and blind twins learn nothing per user.\n\n"
+                      + tabulate(spec["bounds"], headers="keys", tablefmt="github", showindex=False))
+        parts.append(head + "\n\n" + body + notes + bounds)
     return "\n\n".join(parts) + "\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,9 @@ import numpy as np
 from .errors import UsageError
 
 __all__ = [
-    "CI", "Tie", "bootstrap_ci", "indistinguishable_from_best", "minimum_detectable_effect",
-    "paired_diff", "seeds_summary",
+    "CI", "Comparison", "Tie", "aa_false_positives", "bootstrap_ci", "compare_cells", "crossed_test",
+    "crossed_variance", "detectable_effect", "indistinguishable_from_best", "minimum_detectable_effect",
+    "paired_diff", "seeds_summary", "table_mde",
 ]
 
 _MAX_CELLS = 4_000_000  # bootstrap weight matrix cells per chunk (memory bound)
@@ -233,3 +235,188 @@ def minimum_detectable_effect(values: Any, clusters: Any = None, alpha: float = 
     mean = v.mean()
     se = math.sqrt(g / (g - 1) * float(((sums - mean * counts) ** 2).sum()) / v.size ** 2)
     return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)
+
+
+# -- comparing two configurations: seeds and scenes ----------------------------------------------
+#: Verdicts of :func:`compare_cells`; the last two are "no verdict".
+NEEDS_SEEDS, NEEDS_SCENES = "needs >= 2 seeds", "needs >= 2 scenes"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``a - b`` between two configurations, with its interval over seeds and scenes.
+
+    lo/hi/se/df are nan when no verdict is possible (fewer than 2 seeds on a side, or fewer
+    than 2 scenes): ``verdict`` then says what is missing. ``seeds``: seeds per side;
+    ``scenes``: test scenes (source photographs); ``items``: paired items per run.
+    """
+
+    mean: float
+    lo: float
+    hi: float
+    se: float
+    df: float
+    seeds: tuple[int, int]
+    scenes: int
+    items: int
+    paired_seeds: bool
+    verdict: str
+
+    @property
+    def decided(self) -> bool:
+        """True when the comparison could give a verdict at all."""
+        return self.verdict not in (NEEDS_SEEDS, NEEDS_SCENES)
+
+    @property
+    def different(self) -> bool:
+        """True when the interval excludes 0 (a verdict of a real difference)."""
+        return self.verdict in ("a > b", "a < b")
+
+    def mde(self, alpha: float = 0.05, power: float = 0.8) -> float:
+        """The smallest true difference this comparison detects with ``power`` (nan without a verdict)."""
+        return float(detectable_effect(self.se, self.df, alpha, power)) if self.decided else math.nan
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; ``ci`` is [lo, hi] or None, ``excludes_zero`` is ``different``."""
+        d = asdict(self)
+        d["seeds"] = list(self.seeds)
+        ci = [self.lo, self.hi] if self.decided else None
+        return {**d, "ci": ci, "n": self.items, "n_scenes": self.scenes, "excludes_zero": self.different}
+
+
+def crossed_variance(a: np.ndarray, b: np.ndarray, w: np.ndarray,
+                     paired_seeds: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Difference of means, its variance and Satterthwaite degrees of freedom, seeds x scenes.
+
+    ``a``: (..., S_a, G) mean metric per (seed, scene) of configuration a over the paired items;
+    ``b``: (..., S_b, G) the same for b on the same scenes and items; ``w``: (G,) share of the
+    items in each scene (sums to 1). Leading dimensions are batches (simulations).
+
+    Why these units: the seed is the training noise and the scene (source photograph) is the
+    test content, and both are samples from populations a verdict generalises over. Seeds and
+    scenes are *crossed* (every seed is scored on every scene), so the variance of
+    ``mean(a) - mean(b)`` is the sum of
+
+    - the seed part: the variance over seeds of each seed's mean (over the items), divided by
+      the number of seeds, per side (or of the per-seed differences when the seeds are paired:
+      the same seed of the same recipe with one change, sharing initialisation and data order);
+    - the scene part: the variance over scenes of the scene's difference ``a - b`` (pairing on
+      scenes and items cancels how hard a photograph is), ratio-linearised for unequal scenes.
+
+    This is what a two-level bootstrap (resample seeds, then scenes) estimates, computed in
+    closed form: the bootstrap itself under-estimates a variance from S seeds by (S-1)/S and
+    has light tails, so with 2-4 seeds it calls "different" far above its nominal rate. Here
+    each part keeps its own degrees of freedom (seeds - 1, scenes - 1) and the interval uses
+    Student's t with Welch-Satterthwaite degrees of freedom. The seed x scene interaction
+    enters both parts, which makes the test slightly conservative when it dominates.
+    """
+    a, b, w = np.asarray(a, float), np.asarray(b, float), np.asarray(w, float)
+    ma, mb = a @ w, b @ w
+    diff = ma.mean(-1) - mb.mean(-1)
+    g = w.size
+    dev = a.mean(-2) - b.mean(-2) - diff[..., None]
+    parts = [(g / (g - 1) * ((w * dev) ** 2).sum(-1), g - 1)]
+    if paired_seeds:
+        parts.append(((ma - mb).var(-1, ddof=1) / ma.shape[-1], ma.shape[-1] - 1))
+    else:
+        parts += [(m.var(-1, ddof=1) / m.shape[-1], m.shape[-1] - 1) for m in (ma, mb)]
+    var = sum(v for v, _ in parts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = var ** 2 / sum(v ** 2 / k for v, k in parts)
+    return diff, var, np.where(var > 0, df, np.inf)
+
+
+def detectable_effect(se: Any, df: Any, alpha: float = 0.05, power: float = 0.8) -> np.ndarray:
+    """(t_{1-alpha/2, df} + t_{power, df}) * se: the true difference found with ``power``."""
+    from scipy.stats import t
+
+    return (t.ppf(1 - alpha / 2, df) + t.ppf(power, df)) * np.asarray(se, float)
+
+
+def crossed_test(a: Any, b: Any, w: Any, *, alpha: float = 0.05,
+                 paired_seeds: bool = False) -> dict[str, np.ndarray]:
+    """Vectorised :func:`crossed_variance` test: diff, se, df, lo, hi and ``different`` per batch."""
+    from scipy.stats import t
+
+    diff, var, df = crossed_variance(a, b, w, paired_seeds)
+    se = np.sqrt(var)
+    lo, hi = diff - t.ppf(1 - alpha / 2, df) * se, diff + t.ppf(1 - alpha / 2, df) * se
+    return {"diff": diff, "se": se, "df": df, "lo": lo, "hi": hi, "different": (lo > 0) | (hi < 0)}
+
+
+def compare_cells(a: Any, b: Any, w: Any, *, items: int = 0, alpha: float = 0.05,
+                  paired_seeds: bool = False) -> Comparison:
+    """One :class:`Comparison` of (seed, scene) cell means ``a`` (S_a, G) and ``b`` (S_b, G).
+
+    Fewer than 2 seeds on a side (or fewer than 2 scenes) gives the mean and no verdict.
+    """
+    a, b, w = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float)), np.asarray(w, float)
+    for name, m in (("a", a), ("b", b)):
+        _values(m.reshape(-1), name)
+    if paired_seeds and a.shape[0] != b.shape[0]:
+        raise UsageError(f"paired seeds need the same seeds on both sides, got {a.shape[0]} and {b.shape[0]}")
+    mean = float((a @ w).mean() - (b @ w).mean())
+    seeds, g = (a.shape[0], b.shape[0]), w.size
+    if min(seeds) < 2 or g < 2:
+        nan = math.nan
+        why = NEEDS_SEEDS if min(seeds) < 2 else NEEDS_SCENES
+        return Comparison(mean, nan, nan, nan, nan, seeds, g, items, paired_seeds, why)
+    r = {k: float(v) for k, v in crossed_test(a, b, w, alpha=alpha, paired_seeds=paired_seeds).items()}
+    verdict = "a > b" if r["lo"] > 0 else "a < b" if r["hi"] < 0 else "no detectable difference"
+    return Comparison(mean, r["lo"], r["hi"], r["se"], r["df"], seeds, g, items, paired_seeds, verdict)
+
+
+def aa_splits(n_seeds: int, k: int = 2, limit: int = 30) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Disjoint (k against k) splits of ``n_seeds`` seeds, each unordered split once, at most ``limit``."""
+    out = []
+    for chosen in combinations(range(n_seeds), 2 * k):
+        for rest in combinations(chosen[1:], k - 1):
+            left = (chosen[0], *rest)
+            out.append((left, tuple(i for i in chosen if i not in left)))
+            if len(out) == limit:
+                return out
+    return out
+
+
+def aa_false_positives(entries: Sequence[Any], w: Any, *, k: int = 2, alpha: float = 0.05) -> tuple[int, int]:
+    """(calls of "different", comparisons) when each entry's seeds are split k against k.
+
+    ``entries``: per configuration, its (seeds, scenes) cell means; entries with fewer than
+    2k seeds are skipped. Both halves are the same configuration, so every "different" is a
+    false positive: the rate should be about ``alpha``.
+    """
+    false = total = 0
+    for cells in entries:
+        cells = np.asarray(cells, float)
+        splits = aa_splits(cells.shape[0], k)
+        if not splits:
+            continue
+        a = np.stack([cells[list(s)] for s, _ in splits])
+        b = np.stack([cells[list(s)] for _, s in splits])
+        false += int(crossed_test(a, b, w, alpha=alpha)["different"].sum())
+        total += len(splits)
+    return false, total
+
+
+def table_mde(entries: Sequence[Any], w: Any, *, alpha: float = 0.05,
+              power: float = 0.8) -> tuple[float, int, int] | None:
+    """(median MDE, pairs, k) over pairs of entries with the table's most common seed count k >= 2.
+
+    The MDE of one pair is :func:`detectable_effect` of its seeds-and-scenes comparison
+    (unpaired seeds): a difference between two entries of k seeds smaller than this is
+    usually not called. None without two such entries.
+    """
+    cells = [np.asarray(c, float) for c in entries]
+    counts = [c.shape[0] for c in cells if c.shape[0] >= 2]
+    if len(counts) < 2 or np.asarray(w).size < 2:
+        return None
+    k = max(set(counts), key=lambda n: (counts.count(n), n))
+    same = [c for c in cells if c.shape[0] == k]
+    if len(same) < 2:
+        return None
+    pairs = list(combinations(range(len(same)), 2))
+    a = np.stack([same[i] for i, _ in pairs])
+    b = np.stack([same[j] for _, j in pairs])
+    r = crossed_test(a, b, w, alpha=alpha)
+    mdes = detectable_effect(r["se"], r["df"], alpha, power)
+    return float(np.median(mdes)), len(pairs), k

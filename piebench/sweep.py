@@ -20,7 +20,7 @@ from typing import Any
 
 from . import config as C
 from .errors import PiebenchError, UsageError
-from .leaderboard import blind_gain, paired_delta
+from .verdicts import blind_gain, paired_delta
 
 
 @dataclass
@@ -188,6 +188,7 @@ def sweep(protocol: str, encoders: list[str], enhancers: list[str], *, seeds: li
     checker = PairChecker(make)
     runs_dir = Path(runs_dir)
     items: list[SweepItem] = []
+    twins: dict[tuple[str, str], list[tuple[SweepItem, SweepItem]]] = {}
     for enc, enh, why in plan_pairs(encoders, enhancers, cross, checker):
         for seed in seeds:
             item = SweepItem(enc, enh, seed)
@@ -204,7 +205,11 @@ def sweep(protocol: str, encoders: list[str], enhancers: list[str], *, seeds: li
                 items.append(twin)
                 _execute(twin, make(enc, enh, seed, blind=True), runs_dir, progress, echo)
                 if twin.run_dir is not None and item.run_dir is not None:
-                    item.extra["gain_vs_blind"] = blind_gain(item.run_dir, twin.run_dir)
+                    twins.setdefault((enc, enh), []).append((item, twin))
+    for pairs in twins.values():  # one gain per configuration, over its seeds and the test scenes
+        gain = blind_gain([it.run_dir for it, _ in pairs], [tw.run_dir for _, tw in pairs])
+        for it, _ in pairs:
+            it.extra["gain_vs_blind"] = gain
     return items
 
 
@@ -214,8 +219,11 @@ def _cell(rec: dict | None, group: str, key: str = "psnr") -> str:
 
 
 def _ci_cell(ci: dict | None, digits: int = 2) -> str:
+    """``+0.12 [-0.30, +0.54]``, or ``+0.12 (needs >= 2 seeds)`` when no interval is possible."""
     if not ci:
         return "–"
+    if not ci.get("ci"):
+        return f"{ci['mean']:+.{digits}f} ({ci.get('verdict', 'no interval')})"
     return f"{ci['mean']:+.{digits}f} [{ci['ci'][0]:+.{digits}f}, {ci['ci'][1]:+.{digits}f}]"
 
 
@@ -302,7 +310,8 @@ class Ablation:
 def ablate(protocol: str, encoder: str, enhancer: str, changes: list[tuple[str, list[Any]]], *, seeds: list[int],
            steps: int | None = None, sets: list[str] = (), runs_dir: str | Path = "runs", device: str = "cpu",
            progress: bool = False, echo: Callable[[str], None] = print) -> Ablation:
-    """Run the base config and each single change over ``seeds``; deltas are paired per image."""
+    """Run the base config and each single change over ``seeds``; deltas are paired per image and seed
+    (:func:`piebench.verdicts.paired_delta`: an interval over seeds and scenes, none with one seed)."""
     base_kw = {"encoder": encoder, "enhancer": enhancer, "steps": steps, "device": device, "sets": list(sets),
                "losses": []}
     base_key = C.run_key(C.resolve(protocol, seed=seeds[0], **base_kw))
@@ -365,7 +374,8 @@ def ablation_table(result: Ablation) -> str:
                      "runs": note})
     s = result.settings
     head = (f"Ablation of {s['encoder']} + {s['enhancer']} on {s['protocol']}, seeds {', '.join(map(str, s['seeds']))}: "
-            f"Δ = variant - base PSNR (dB), paired per image, pooled over seeds, bootstrap over photos")
+            f"Δ = variant - base PSNR (dB), paired per image and per seed; 95% interval over seeds and test "
+            f"scenes (needs >= 2 seeds)")
     failed = [f"{it.label} seed {it.seed}: {it.reason}" for v in result.variants for it in v["runs"] if it.status == "failed"]
     failed += [f"base seed {it.seed}: {it.reason}" for it in result.base if it.status == "failed"]
     return "\n".join([head, "", tabulate(rows, headers="keys", tablefmt="github"), *(f"FAILED {f}" for f in failed)])

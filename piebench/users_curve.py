@@ -9,9 +9,10 @@ training users a smaller count leaves out. Their
 preferences come from their references alone; references and test photos are disjoint, as in
 every evaluation.
 
-Per point: the mean PSNR over the held-out users with a photo-clustered bootstrap CI (pooled
-over seeds), the seed t-interval, and the paired per-image difference to the smallest count
-(same photo, user and reference draw, same seed), with its CI. Runs are reused or resumed like
+Per point: the mean PSNR over the held-out users with a scene-clustered bootstrap CI (pooled
+over seeds), the seed t-interval, and the difference to the smallest count paired per seed and
+per (photo, user, draw), with its interval over seeds and test scenes
+(:func:`piebench.stats.compare_cells`; "needs >= 2 seeds" with one seed). Runs are reused or resumed like
 a sweep's.
 """
 
@@ -29,7 +30,7 @@ import pandas as pd
 
 from . import config as C
 from .errors import UsageError
-from .stats import bootstrap_ci, paired_diff, seeds_summary
+from .stats import bootstrap_ci, compare_cells, seeds_summary
 from .sweep import SweepItem, _execute
 
 KEYS = ["photo", "user_name", "draw"]
@@ -87,10 +88,35 @@ def _dataset_unseen(cfg: dict) -> set[str]:
 
 
 def _rows(item: SweepItem, held_out: list[str]) -> pd.DataFrame:
+    """The held-out users' rows of one run; a non-finite PSNR is an error, never dropped."""
     df = pd.read_csv(item.run_dir / "per_image.csv")
-    df = df[df["user_name"].isin(held_out) & np.isfinite(df["psnr"])].copy()
+    df = df[df["user_name"].isin(held_out)].copy()
+    bad = int((~np.isfinite(df["psnr"].to_numpy(float))).sum())
+    if bad:
+        raise UsageError(f"{item.run_dir / 'per_image.csv'}: {bad} non-finite PSNR values; evaluate the run again "
+                         f"with a piebench that caps PSNR")
     df["seed"] = item.seed
+    if "scene" not in df:
+        df["scene"] = df["photo"]
     return df
+
+
+def _delta(runs: list[pd.DataFrame], base: list[pd.DataFrame]) -> dict[str, Any] | None:
+    """``runs - base`` paired per seed and per (photo, user, draw), over seeds and scenes."""
+    from .verdicts import entry_cells
+
+    def items(df: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"scene": df["scene"].astype(str).to_numpy(), "value": df["psnr"].to_numpy(float)},
+                            index=pd.MultiIndex.from_frame(df[KEYS]))
+
+    a = {int(df["seed"].iloc[0]): items(df) for df in runs if len(df)}
+    b = {int(df["seed"].iloc[0]): items(df) for df in base if len(df)}
+    seeds = sorted(set(a) & set(b))
+    got = entry_cells([[a[s] for s in seeds], [b[s] for s in seeds]]) if seeds else None
+    if got is None:
+        return None
+    (ca, cb), w, _, n = got
+    return compare_cells(ca, cb, w, items=n, paired_seeds=True).as_dict()
 
 
 def users_curve(protocol: str, encoder: str, enhancer: str, counts: list[int], *, seeds: list[int],
@@ -127,7 +153,6 @@ def users_curve(protocol: str, encoder: str, enhancer: str, counts: list[int], *
     frames = {k: [_rows(it, held_out) for it in runs if it.run_dir is not None and it.status != "failed"]
               for k, runs in items.items()}
     base_k = counts[0]
-    base = pd.concat(frames[base_k]) if frames[base_k] else None
     points = []
     for k in counts:
         point: dict[str, Any] = {"count": k, "runs": [it.status for it in items[k]]}
@@ -135,18 +160,14 @@ def users_curve(protocol: str, encoder: str, enhancer: str, counts: list[int], *
             points.append(point)
             continue
         df = pd.concat(frames[k])
-        ci = bootstrap_ci(df["psnr"].to_numpy(), clusters=df["photo"].to_numpy())
+        ci = bootstrap_ci(df["psnr"].to_numpy(), clusters=df["scene"].astype(str).to_numpy())
         point["psnr"] = ci.as_dict()
         per_seed = df.groupby("seed")["psnr"].mean()
         point["seeds"] = seeds_summary(per_seed.to_numpy()).as_dict()
         point["identity_psnr"] = float(df["identity_psnr"].mean()) if "identity_psnr" in df else None
-        if base is not None and k != base_k:
-            a, b = df.set_index(["seed", *KEYS]), base.set_index(["seed", *KEYS])
-            common = a.index.intersection(b.index)
-            if len(common):
-                d = paired_diff(a.loc[common, "psnr"].to_numpy(), b.loc[common, "psnr"].to_numpy(),
-                                clusters=a.loc[common].reset_index()["photo"].to_numpy())
-                point["delta_vs_first"] = d.as_dict()
+        delta = _delta(frames[k], frames[base_k]) if k != base_k else None
+        if delta is not None:
+            point["delta_vs_first"] = delta
         points.append(point)
     settings = {"protocol": protocol, "dataset": dataset_arg or dataset, "param": param, "encoder": encoder, "enhancer": enhancer,
                 "counts": counts, "seeds": seeds, "steps": steps, "sets": list(sets), "device": device,
@@ -159,7 +180,7 @@ def _fmt(ci: dict | None, digits: int = 2, sign: bool = False) -> str:
         return "–"
     f = f"{{:{'+' if sign else ''}.{digits}f}}"
     if not all(isinstance(ci.get(k), int | float) and math.isfinite(ci[k]) for k in ("lo", "hi")):
-        return f.format(ci["mean"])
+        return f.format(ci["mean"]) + (f" ({ci['verdict']})" if ci.get("verdict") else "")
     return f"{f.format(ci['mean'])} [{f.format(ci['lo'])}, {f.format(ci['hi'])}]"
 
 
@@ -170,7 +191,7 @@ def curve_table(curve: UsersCurve) -> str:
     s = curve.settings
     rows = []
     for p in curve.points:
-        rows.append({"training users": p["count"], "held-out PSNR ↑ [95% CI, photos]": _fmt(p.get("psnr")),
+        rows.append({"training users": p["count"], "held-out PSNR ↑ [95% CI, scenes]": _fmt(p.get("psnr")),
                      "over seeds [95% t]": _fmt(p.get("seeds")),
                      f"Δ vs {curve.points[0]['count']} [95% CI]": ("" if p is curve.points[0]
                                                                    else _fmt(p.get("delta_vs_first"), sign=True)),
@@ -178,7 +199,8 @@ def curve_table(curve: UsersCurve) -> str:
                      "runs": ", ".join(p["runs"])})
     head = (f"Training-users curve of {s['encoder']} + {s['enhancer']} on {s['protocol']} ({s['dataset']}."
             f"{s['param']}), seeds {', '.join(map(str, s['seeds']))}; scored on the users held out at every "
-            f"count: {', '.join(curve.held_out)}. Δ is paired per (seed, photo, user, draw), bootstrap over photos.")
+            f"count: {', '.join(curve.held_out)}. Δ is paired per (seed, photo, user, draw), its interval over seeds "
+            f"and test scenes.")
     return head + "\n\n" + tabulate(rows, headers="keys", tablefmt="github")
 
 

@@ -11,6 +11,9 @@ from piebench.errors import UsageError
 from piebench.stats import (
     CI,
     bootstrap_ci,
+    compare_cells,
+    crossed_test,
+    detectable_effect,
     indistinguishable_from_best,
     minimum_detectable_effect,
     paired_diff,
@@ -154,3 +157,87 @@ def test_ci_as_dict_is_json_ready():
     assert set(d) >= {"mean", "lo", "hi", "n", "excludes_zero"}
     json.dumps(d)
     assert CI(1.0, 0.5, 1.5, 3).excludes_zero and not CI(0.0, -1.0, 1.0, 3).excludes_zero
+
+
+# -- comparisons of two configurations: seeds and scenes (A/A calibration) ------------------------------
+def _cells(rng, reps, seeds, scenes=8, per_scene=12, seed_sd=0.3, scene_sd=2.0, inter_sd=0.2, item_sd=0.5):
+    """(reps, seeds, scenes) mean values per (seed, scene) of the same configuration, twice: the scene
+    effect is shared (both sides see the same photographs), seeds and item noise are independent."""
+    scene = rng.normal(0, scene_sd, (reps, 1, scenes))
+
+    def side():
+        item = rng.normal(0, item_sd, (reps, seeds, scenes, per_scene)).mean(-1)
+        return scene + rng.normal(0, seed_sd, (reps, seeds, 1)) + rng.normal(0, inter_sd, (reps, seeds, scenes)) + item
+
+    return side(), side()
+
+
+@pytest.mark.parametrize("seeds,paired", [(2, False), (3, False), (3, True)])
+def test_aa_false_positive_rate_is_near_nominal_and_3x_mde_is_found(seeds, paired):
+    """1000 simulated A/A comparisons: "different" about 5 % of the time; a planted 3x MDE >= 80 %."""
+    rng = np.random.default_rng(11 + seeds)
+    a, b = _cells(rng, 1000, seeds)
+    w = np.full(8, 1 / 8)
+    null = crossed_test(a, b, w, paired_seeds=paired)
+    assert 0.02 <= null["different"].mean() <= 0.10
+    mde = float(np.median(detectable_effect(null["se"], null["df"])))
+    a2, b2 = _cells(rng, 1000, seeds)
+    planted = crossed_test(a2 + 3 * mde, b2, w, paired_seeds=paired)
+    assert planted["different"].mean() >= 0.8
+
+
+def test_the_old_photo_bootstrap_is_not_calibrated_over_seeds():
+    """Why seeds must be a unit: two seeds of one configuration, compared per item with a bootstrap
+    over photos only (the old leaderboard test), are "different" far above 5 % of the time."""
+    rng = np.random.default_rng(5)
+    a, b = _cells(rng, 200, 1, per_scene=12)
+    scenes = np.repeat(np.arange(8), 12)
+    hits = 0
+    for i in range(200):
+        item_a = a[i, 0][scenes] + rng.normal(0, 0.5, scenes.size)
+        item_b = b[i, 0][scenes] + rng.normal(0, 0.5, scenes.size)
+        hits += paired_diff(item_a, item_b, clusters=scenes, n_boot=300, seed=i).excludes_zero
+    assert hits / 200 > 0.3
+    new = crossed_test(*_cells(rng, 200, 2), np.full(8, 1 / 8))["different"].mean()
+    assert new <= 0.10
+
+
+def test_compare_cells_needs_two_seeds_and_two_scenes():
+    w = np.full(4, 0.25)
+    two, one = np.ones((2, 4)), np.zeros((1, 4))
+    c = compare_cells(two, one, w)
+    assert c.verdict == "needs >= 2 seeds" and not c.decided and not c.different and c.mean == 1.0
+    assert c.as_dict()["ci"] is None and math.isnan(c.mde())
+    assert compare_cells(np.ones((2, 1)), np.zeros((2, 1)), [1.0]).verdict == "needs >= 2 scenes"
+    rng = np.random.default_rng(0)
+    better = compare_cells(rng.normal(1, 0.1, (3, 4)), rng.normal(0, 0.1, (3, 4)), w)
+    assert better.verdict == "a > b" and better.different and better.lo > 0 and better.seeds == (3, 3)
+    with pytest.raises(UsageError, match="non-finite"):
+        compare_cells(np.array([[1.0, np.inf], [1.0, 2.0]]), two[:, :2], [0.5, 0.5])
+    with pytest.raises(UsageError, match="same seeds"):
+        compare_cells(two, np.ones((3, 4)), w, paired_seeds=True)
+
+
+def test_paired_seeds_remove_a_shared_seed_effect():
+    """Same seed, same recipe with one change: the seed effect cancels and the interval narrows."""
+    rng = np.random.default_rng(6)
+    shared = rng.normal(0, 1.0, (3, 1)) + rng.normal(0, 0.05, (3, 8))
+    a, b = shared + 0.3 + rng.normal(0, 0.02, (3, 8)), shared
+    w = np.full(8, 1 / 8)
+    assert compare_cells(a, b, w, paired_seeds=True).different
+    assert not compare_cells(a, b, w).different
+
+
+def test_aa_splits_and_table_mde():
+    from piebench.stats import aa_false_positives, aa_splits, table_mde
+
+    assert aa_splits(4) == [((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))]
+    assert aa_splits(3) == [] and len(aa_splits(5)) == 15
+    rng = np.random.default_rng(7)
+    w = np.full(8, 1 / 8)
+    entries = [rng.normal(0, 0.3, (4, 1)) + rng.normal(0, 0.1, (4, 8)) for _ in range(5)] + [np.zeros((3, 8))]
+    false, total = aa_false_positives(entries, w)
+    assert total == 15 and 0 <= false <= total  # 3 splits per 4-seed entry, the 3-seed entry skipped
+    mde, pairs, k = table_mde(entries, w)
+    assert (pairs, k) == (10, 4) and mde > 0
+    assert table_mde([np.zeros((1, 8)), np.zeros((2, 8))], w) is None
