@@ -1,15 +1,17 @@
 """Results tables: one run's summary, and leaderboards over a runs directory.
 
 Leaderboards group records by evaluation spec (protocol name, version and evaluation hash):
-results from different specs are never mixed in one table. Within a table, runs that differ
-only by seed are one row: mean +- 95% CI over seeds (t-interval).
+results from different specs are never mixed in one table, and the newest protocol version
+comes first. Within a table an entry (row) is one training recipe (``train_hash``, overrides
+included) and one pair of model versions; its seeds give mean +- 95% CI (t-interval). Seeds
+of one entry from different commits are flagged (refused with ``strict``). Oracles, baselines
+and blind twins are a separate "bounds and baselines" table: never ranked, never starred.
 
-Paired statistics come from each run's ``per_image.csv`` (rows keyed by photo, user, draw):
-the gain over the blind twin (same config with ``--blind``), the entries statistically
-indistinguishable from the best PSNR (marked ``*``), and the table's minimum detectable effect
-(from seed-to-seed differences). MP/s comes from the bench records in ``<runs>/bench``.
+Verdicts come from each run's ``per_image.csv`` through :mod:`piebench.verdicts` (seeds and
+test scenes are the samples): the entries tied with the best PSNR (``*``), the table's minimum
+detectable effect and A/A false-positive rate, the oracles' encoder gaps, the gain over the
+blind twin. MP/s comes from the bench records in ``<runs>/bench``.
 """
-
 from __future__ import annotations
 
 import math
@@ -299,8 +301,10 @@ def leaderboard_tables(df: pd.DataFrame, paired: bool = True, strict: bool = Fal
                 "ranking": bool(part["ranking"].iloc[0])}
         notes = []
         if paired:
-            notes, spec["scenes"] = _verdicts(table, [list(r["run_dir"]) for r in entries],
-                                              [not r["bound"].iloc[0] for r in entries])
+            notes, spec["scenes"], gaps = _verdicts(table, [list(r["run_dir"]) for r in entries],
+                                                    [r["bound"].iloc[0] for r in entries])
+            if gaps:
+                spec["bounds_notes"] = gaps
         if mixed:
             notes.append(f"† seeds from different commits: {'; '.join(mixed)} (`--strict` refuses them).")
         if "MP/s ↑" in table:
@@ -327,13 +331,16 @@ def _finish(table: pd.DataFrame) -> pd.DataFrame:
     return table.astype(object).where(table.notna(), "–")
 
 
-def _verdicts(table: pd.DataFrame, run_dirs: list[list[str]], ranked: list[bool],
-              metric: str = "psnr") -> tuple[list[str], list[str]]:
-    """Mark ``*`` ties with the best ranked entry in ``table``; the notes and the test scenes."""
-    from .verdicts import calibration_notes
+def _verdicts(table: pd.DataFrame, run_dirs: list[list[str]], kinds: list[str],
+              metric: str = "psnr") -> tuple[list[str], list[str], list[str]]:
+    """Mark ``*`` ties with the best ranked entry (``kinds[i] == ""``) in ``table``; the notes,
+    the test scenes and the oracles' encoder gaps."""
+    from .verdicts import calibration_notes, oracle_gaps
 
     header = dict(COLUMNS)[metric]
-    notes, scenes, marked = [], set(), False
+    ranked = [not k for k in kinds]
+    labels = [f"{e}+{h}" for e, h in zip(table["encoder"], table["enhancer"], strict=True)]
+    notes, scenes, marked, gaps = [], set(), False, []
     for group in ("seen", "unseen"):
         col = f"{header} {group}"
         got = table_items(run_dirs, group, metric)
@@ -347,12 +354,14 @@ def _verdicts(table: pd.DataFrame, run_dirs: list[list[str]], ranked: list[bool]
             table.at[idx[j], col] = f"{table.at[idx[j], col]} *"
             marked = True
         notes += calibration_notes(cells, w, rank, group, metric)
+        gaps += oracle_gaps(cells, w, [labels[i] for i in idx], [table.at[i, "enhancer"] for i in idx],
+                            [kinds[i] for i in idx], group, metric)
     head = []
     if marked:
         head.append("`*` best PSNR among the ranked entries of >= 2 seeds and every entry not distinguishable "
                     "from it: the 95% interval of the difference to the best, over seeds and test scenes, "
                     "includes 0. An entry of 1 seed gets no mark: a verdict needs >= 2 seeds.")
-    return head + notes, sorted(scenes)
+    return head + notes, sorted(scenes), gaps
 
 
 def render_markdown(tables: list[tuple[dict, pd.DataFrame]]) -> str:
@@ -375,6 +384,7 @@ def render_markdown(tables: list[tuple[dict, pd.DataFrame]]) -> str:
         if "bounds" in spec:
             bounds = ("\n\n### Bounds and baselines\n\nFor reference, never ranked or starred: oracles read the "
                       "answer, baselines and blind twins learn nothing per user.\n\n"
-                      + tabulate(spec["bounds"], headers="keys", tablefmt="github", showindex=False))
+                      + tabulate(spec["bounds"], headers="keys", tablefmt="github", showindex=False)
+                      + "".join(f"\n\n{n}" for n in spec.get("bounds_notes", [])))
         parts.append(head + "\n\n" + body + notes + bounds)
     return "\n\n".join(parts) + "\n"

@@ -9,6 +9,12 @@ several users, or seen through several reference draws. Intervals therefore resa
 - :func:`seeds_summary`: mean, std and t-interval over training seeds.
 - :func:`indistinguishable_from_best`: which models a paired CI cannot separate from the best.
 - :func:`minimum_detectable_effect`: the smallest mean difference the protocol can resolve.
+
+Comparing two *configurations* needs more: training noise lives in the seed, so seeds are
+samples too. :func:`compare_cells` (one comparison), :func:`crossed_test` (vectorised) and
+:func:`crossed_variance` (the variance over seeds and scenes, and why) give an interval that
+is calibrated over seeds and scenes; :func:`aa_false_positives` measures that calibration on
+real runs and :func:`table_mde` a table's minimum detectable effect between two entries.
 """
 
 from __future__ import annotations

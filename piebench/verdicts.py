@@ -157,3 +157,20 @@ def calibration_notes(cells: list[np.ndarray], w: np.ndarray, ranked: list[bool]
           f"nominal 5 %; every entry with >= 4 seeds split 2 against 2)" if total else
           "A/A false-positive rate on this table's runs: needs an entry with >= 4 seeds (split 2 against 2)")
     return [f"{head}. {aa}."]
+
+
+def oracle_gaps(cells: list[np.ndarray], w: np.ndarray, labels: list[str], enhancers: list[str],
+                kinds: list[str], group: str, metric: str = "psnr") -> list[str]:
+    """The encoder gap per oracle entry: oracle - the best ranked entry with the same enhancer
+    (preferring entries of >= 2 seeds), over seeds and scenes; one line each."""
+    out = []
+    for i, kind in enumerate(kinds):
+        peers = [j for j, k in enumerate(kinds) if not k and enhancers[j] == enhancers[i]]
+        if kind != "oracle" or not peers:
+            continue
+        best = max(peers, key=lambda j: (cells[j].shape[0] >= 2, float((cells[j] @ w).mean())))
+        c = compare_cells(cells[i], cells[best], w)
+        interval = f"[{c.lo:+.2f}, {c.hi:+.2f}]" if c.decided else f"({c.verdict})"
+        out.append(f"encoder gap ({metric.upper()}, {group} users): {labels[i]} - {labels[best]} (the best ranked "
+                   f"encoder with {enhancers[i]}): {c.mean:+.2f} dB {interval}, over seeds and test scenes.")
+    return out

@@ -60,7 +60,8 @@ def sweep(encoders, enhancers, protocol, seeds, cross, steps, sets, runs_dir, bl
 @click.option("--set", "changes", multiple=True, required=True,
               help=f"KEY=V1,V2,... each value run as a single change against the base; KEY: {ABLATION_KEYS}.")
 @click.option("--base-set", "base_sets", multiple=True, help="Override KEY=VALUE applied to the base and every variant.")
-@click.option("--seeds", default="0", show_default=True)
+@click.option("--seeds", default="0", show_default=True,
+              help="Comma-separated seeds; an interval (a verdict) needs >= 2, e.g. 0,1,2.")
 @click.option("--steps", type=int, default=None, help="Total training steps per run.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default=None, type=click.Path(file_okay=False),

@@ -19,7 +19,8 @@ from ..users_curve import curve_table, parse_counts, users_curve, write_curve
               help="Comma-separated numbers of training users, e.g. 2,4,8,12 (pie-synth) or 1,2,3,4 (fivek-loeo).")
 @click.option("--protocol", default="smoke", show_default=True, help="Protocol name or .toml path.")
 @click.option("--dataset", default=None, help="Dataset as NAME[:ROOT], e.g. fivek:fivek-upe-480.")
-@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
+@click.option("--seeds", default="0", show_default=True,
+              help="Comma-separated seeds; the deltas' intervals need >= 2, e.g. 0,1,2.")
 @click.option("--steps", type=int, default=None, help="Total training steps per run.")
 @click.option("--set", "sets", multiple=True, help="Config override KEY=VALUE for every run (repeatable).")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False))

@@ -139,3 +139,20 @@ def test_bounds_come_from_what_plugins_declare():
     assert bound_kind({**rec, "encoder": {"name": "oracle-params"}}) == "oracle"  # spec meta oracle=True
     assert bound_kind({**rec, "enhancer": {"name": "transfer"}}) == "baseline"  # spec meta baseline=True
     assert bound_kind({**rec, "enhancer": {"name": "not-installed"}}) == ""
+
+
+def test_the_encoder_gap_to_an_oracle_is_a_comparison_over_seeds_and_scenes(tmp_path):
+    rng = np.random.default_rng(5)
+    items = _items(rng)
+    _entry(tmp_path, "oracle-id", "adain", range(3), items, 3.0, rng)
+    _entry(tmp_path, "oracle-params", "adain", [0], items, 3.0, rng)
+    _entry(tmp_path, "angular", "adain", range(3), items, 0.0, rng)
+    _entry(tmp_path, "gram", "adain", range(3), items, -1.0, rng)
+    [(spec, _)] = leaderboard_tables(collect(tmp_path))
+    gap, lonely = spec["bounds_notes"]
+    assert gap.startswith("encoder gap (PSNR, seen users): oracle-id+adain - angular+adain")
+    value, lo, hi = (float(x) for x in gap.split(": ")[2].replace(" dB [", " ").replace("]", " ").replace(",", " ")
+                     .split()[:3])
+    assert 2.5 < value < 3.5 and 0 < lo < value < hi
+    assert "oracle-params+adain - angular+adain" in lonely and "(needs >= 2 seeds)" in lonely
+    assert "encoder gap" in render_markdown([(spec, _)]).split("### Bounds and baselines")[1]
