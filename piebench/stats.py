@@ -311,7 +311,9 @@ def crossed_variance(a: np.ndarray, b: np.ndarray, w: np.ndarray,
 
     This is what a two-level bootstrap (resample seeds, then scenes) estimates, computed in
     closed form: the bootstrap itself under-estimates a variance from S seeds by (S-1)/S and
-    has light tails, so with 2-4 seeds it calls "different" far above its nominal rate. Here
+    has light tails, so with 2-4 seeds it calls "different" far above its nominal rate (a
+    percentile two-level bootstrap on the A/A data of ``tests/unit/test_stats.py``, 8 scenes:
+    20 % at 2 against 2 seeds, 11 % at 3 against 3, for a nominal 5 %). Here
     each part keeps its own degrees of freedom (seeds - 1, scenes - 1) and the interval uses
     Student's t with Welch-Satterthwaite degrees of freedom. The seed x scene interaction
     enters both parts, which makes the test slightly conservative when it dominates.
