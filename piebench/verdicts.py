@@ -120,7 +120,8 @@ def blind_gain(runs: str | Path | Sequence[str | Path], twins: str | Path | Sequ
 
 
 # -- a leaderboard table -------------------------------------------------------------------------
-def table_items(run_dirs: list[list[str]], group: str, metric: str = "psnr"):
+def table_items(run_dirs: list[list[str]], group: str,
+                metric: str = "psnr") -> tuple[list[int], tuple[list[np.ndarray], np.ndarray, list[str], int]] | None:
     """Cells of every entry with per-image rows: (entry indices, :func:`entry_cells` result) or None."""
     items = {i: [run_items(d, group, metric) for d in dirs] for i, dirs in enumerate(run_dirs)}
     items = {i: v for i, v in items.items() if v and all(r is not None and len(r) for r in v)}
