@@ -5,13 +5,13 @@ The core reaches every concrete model through here, by name; nothing here import
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .config import DEFAULT_WEIGHT
 from .errors import PiebenchError, UsageError
 from .interfaces import BuildContext, Encoder, Enhancer, Loss, check_compatible
 from .registry import Registry
@@ -137,7 +137,7 @@ def build_losses(stages: list[dict], registry: Registry, dataset: Any, encoder: 
         for name, weight in list(stage["losses"].items()):
             if name not in losses:
                 losses[name] = registry.get("loss", name).create(ctx)
-            if isinstance(weight, float) and math.isnan(weight):
+            if weight == DEFAULT_WEIGHT:
                 stage["losses"][name] = float(losses[name].default_weight)
             kind = losses[name].kind
             if kind == "embedding" and "encoder" not in stage["train"]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from .. import jsonio
 from ..plugins import get_manager
 
 _KINDS = {"encoders": "encoder", "enhancers": "enhancer", "losses": "loss", "datasets": "dataset",
@@ -57,7 +56,7 @@ def list_cmd(what: str, as_json: bool, params: bool | None) -> None:
         rows = [{"plugin": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
                  "hooks": ", ".join(p.hooks), "status": f"error: {p.error}" if p.error else "ok"}
                 for p in sorted(manager.plugins.values(), key=lambda p: p.name)]
-        click.echo(json.dumps(rows, indent=2) if as_json else tabulate(rows, headers="keys", tablefmt="github"))
+        click.echo(jsonio.dumps(rows, indent=2) if as_json else tabulate(rows, headers="keys", tablefmt="github"))
         return
     kinds = list(_KINDS) if what == "all" else [what]
     count = params if params is not None else (as_json and what in ("encoders", "enhancers"))
@@ -75,7 +74,7 @@ def list_cmd(what: str, as_json: bool, params: bool | None) -> None:
             rows.append(row)
         out[kind_name] = rows
     if as_json:
-        click.echo(json.dumps(out if what == "all" else out[what], indent=2, default=str))
+        click.echo(jsonio.dumps(out if what == "all" else out[what], indent=2, default=str))
         return
     for kind_name, rows in out.items():
         click.echo(f"\n{kind_name}:")
