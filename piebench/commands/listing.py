@@ -41,17 +41,34 @@ def count_parameters(spec, configuration: str) -> int | None:
         return None
 
 
+def _check(manager, kinds: list[str], builtins: bool) -> None:
+    """One warning line per component that breaks the contract (strict plugins: an error)."""
+    from ..contract import probe
+    from ..errors import PluginError
+
+    plugins = None if builtins else {p.name for p in manager.plugins.values() if p.distribution != "piebench"}
+    for line in probe(manager.registry, kinds, plugins):
+        if manager.strict:
+            raise PluginError(line)
+        click.echo(f"piebench: warning: {line}", err=True)
+
+
 @click.command("list")
 @click.argument("what", required=False, default="all",
                 type=click.Choice(["all", "encoders", "enhancers", "losses", "datasets", "metrics", "plugins"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--params/--no-params", default=None,
               help="Count parameters of small and paper configurations (default: on with --json for models).")
-def list_cmd(what: str, as_json: bool, params: bool | None) -> None:
+@click.option("--check", type=click.Choice(["plugins", "all", "none"]), default="plugins", show_default=True,
+              help="Build each listed component of third-party plugins (all: built-ins too) at its small "
+                   "configuration, run it on a tiny input, and warn about wrong types or output shapes.")
+def list_cmd(what: str, as_json: bool, params: bool | None, check: str) -> None:
     """Show what is installed, which plugin (and version) provides it, and a description."""
     from tabulate import tabulate
 
     manager = get_manager()
+    if what != "plugins" and check != "none":
+        _check(manager, [_KINDS[k] for k in (_KINDS if what == "all" else [what])], check == "all")
     if what == "plugins":
         rows = [{"plugin": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
                  "hooks": ", ".join(p.hooks), "status": f"error: {p.error}" if p.error else "ok"}
