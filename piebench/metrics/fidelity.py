@@ -1,7 +1,7 @@
 """Per-image fidelity metrics on float images in [0, 1]: PSNR, SSIM, CIE76 dE_ab and LPIPS.
 
 Every function takes ``output`` and ``target`` of shape ``[B, 3, H, W]`` and returns one value
-per image, shape ``[B]``. The variants follow REFERENCES.md ("Metric conventions"):
+per image, shape ``[B]``. The variants and their sources: ``docs/metrics.md``.
 
 - ``psnr``: full RGB, per image, in float64 (data range 1).
 - ``psnr_q8``: the output quantised to 8 bits first (StarEnhancer's test script).
