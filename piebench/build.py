@@ -69,7 +69,7 @@ def _providers(registry: Registry, fields: list[str]) -> str:
         provides = spec.meta.get("provides")
         if provides is None:  # not declared in the registration: build the small configuration to see
             try:
-                provides = spec.create(BuildContext(num_users=2), None).provides
+                provides = build_checked(spec, BuildContext(num_users=2)).provides
             except Exception:  # noqa: BLE001 - only for the error message
                 provides = ()
         if set(fields) <= set(provides):
@@ -158,10 +158,10 @@ def pair_instances(registry: Registry, encoder: str, enhancer: str, *, encoder_c
                    enhancer_config: str | None = None, ctx: BuildContext | None = None) -> tuple[Encoder, Enhancer] | str:
     """Build a pair at a small context; the pair, or a one-line reason why it is incompatible."""
     ctx = ctx or BuildContext(num_users=4, num_refs=3, image_size=64)
-    enc = registry.get("encoder", encoder).create(ctx, encoder_config)
+    enc = build_checked(registry.get("encoder", encoder), ctx, encoder_config)
     ctx = BuildContext(**{**ctx.__dict__, "encoder": enc})
     try:
-        enh = registry.get("enhancer", enhancer).create(ctx, enhancer_config)
+        enh = build_checked(registry.get("enhancer", enhancer), ctx, enhancer_config)
     except PiebenchError as err:
         return str(err)
     why = check_compatible(encoder, enc, enhancer, enh)

@@ -18,13 +18,14 @@ def count_parameters(spec, configuration: str) -> int | None:
     preference they consume); encoders with 10 training users (StarEnhancer's count).
     """
     from ..build import first_compatible, pair_instances
+    from ..contract import build_checked
     from ..interfaces import BuildContext
 
     registry = get_manager().registry
     ctx = BuildContext(num_users=10, num_refs=3, image_size=64)
     try:
         if spec.kind == "encoder":
-            model = spec.create(ctx, configuration)
+            model = build_checked(spec, ctx, configuration)
         else:
             partner = first_compatible(registry, enhancer=spec.name, preferred=("angular", "star"),
                                        configuration=configuration)
