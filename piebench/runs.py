@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import __version__, jsonio
+from . import jsonio
+from ._version import __version__
 from .errors import RunFailed, UsageError
 
 #: Version of the record.json layout; a record with a larger number needs a newer piebench.
