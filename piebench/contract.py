@@ -53,9 +53,10 @@ def check_signature(spec: Any, ctx: Any, params: dict, user_params: dict | None 
     try:
         sig.bind(ctx, **params)
     except TypeError as err:
-        raise PluginError(f"{who(spec)} has a builder {spec.build.__name__ if hasattr(spec.build, '__name__') else ''}"
-                          f"{sig} that cannot be called as build(ctx, **{sorted(params)}) ({err}); builders "
-                          f"take the BuildContext first, see piebench.hookspecs.{_HOOK[spec.kind]}") from None
+        call = "build(ctx" + "".join(f", {k}=..." for k in params) + ")"
+        raise PluginError(f"{who(spec)} has a builder {getattr(spec.build, '__name__', '')}{sig} that cannot be "
+                          f"called as {call} ({err}); builders take the BuildContext first, see "
+                          f"piebench.hookspecs.{_HOOK[spec.kind]}") from None
     if user_params:
         try:
             sig.bind(ctx, **{**params, **user_params})
