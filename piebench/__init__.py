@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pluggy
 
+from ._version import __version__
 from .interfaces import Batch, BuildContext, Encoder, Enhancer, Loss, Preference, RefSet
-
-__version__ = "0.1.0"
 
 #: Decorator marking a plugin's hook implementations (see :mod:`piebench.hookspecs`).
 hookimpl = pluggy.HookimplMarker("piebench")

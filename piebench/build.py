@@ -5,14 +5,15 @@ The core reaches every concrete model through here, by name; nothing here import
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .errors import PiebenchError, UsageError
+from .config import DEFAULT_WEIGHT
+from .contract import build_checked
+from .errors import PiebenchError, PluginError, UsageError
 from .interfaces import BuildContext, Encoder, Enhancer, Loss, check_compatible
 from .registry import Registry
 
@@ -33,28 +34,7 @@ def build_dataset(cfg: dict, registry: Registry) -> Any:
     spec = registry.get("dataset", cfg["eval"]["dataset"])
     params = dict(cfg["eval"].get("data", {}))
     configuration = params.pop("configuration", None)
-    try:
-        return spec.create(BuildContext(num_refs=int(cfg["eval"].get("refs", 1))), configuration, **params)
-    except TypeError as err:
-        raise UsageError(f"dataset '{spec.name}' does not accept these parameters {sorted(params)}: {err}") from None
-
-
-def _create(spec: Any, ctx: BuildContext, configuration: str, params: dict) -> Any:
-    """Build a component; a builder's own crash is reported naming the plugin that registered it."""
-    from .errors import PluginError
-
-    try:
-        return spec.create(ctx, configuration, **params)
-    except PiebenchError:
-        raise
-    except TypeError as err:
-        if params:
-            raise UsageError(f"{spec.kind} '{spec.name}' does not accept parameters {sorted(params)}: {err}") from None
-        raise PluginError(f"{spec.kind} '{spec.name}' (plugin '{spec.plugin}') failed to build: "
-                          f"TypeError: {err}") from err
-    except Exception as err:  # noqa: BLE001 - a plugin bug: name the plugin, one line
-        raise PluginError(f"{spec.kind} '{spec.name}' (plugin '{spec.plugin}') failed to build: "
-                          f"{type(err).__name__}: {err}") from err
+    return build_checked(spec, BuildContext(num_refs=int(cfg["eval"].get("refs", 1))), configuration, params)
 
 
 def build_models(cfg: dict, registry: Registry, dataset: Any) -> tuple[Encoder, Enhancer]:
@@ -64,7 +44,7 @@ def build_models(cfg: dict, registry: Registry, dataset: Any) -> tuple[Encoder, 
     ctx = BuildContext(num_users=max(1, dataset.num_seen), num_refs=cfg["train"]["refs"],
                        image_size=dataset.resolution[0], pretrained=cfg["encoder"].get("pretrained", False),
                        dataset=dataset)
-    encoder = _create(enc_spec, ctx, cfg["encoder"]["configuration"], cfg["encoder"].get("params", {}))
+    encoder = build_checked(enc_spec, ctx, cfg["encoder"]["configuration"], cfg["encoder"].get("params", {}))
     if cfg.get("blind"):
         from .blind import BlindEncoder
 
@@ -76,7 +56,7 @@ def build_models(cfg: dict, registry: Registry, dataset: Any) -> tuple[Encoder, 
             raise UsageError(f"enhancer '{enh_spec.name}' consumes {', '.join(missing)}, which encoder "
                              f"'{enc_spec.name}' does not provide; {_providers(registry, missing)}")
     ctx.encoder = encoder
-    enhancer = _create(enh_spec, ctx, cfg["enhancer"]["configuration"], cfg["enhancer"].get("params", {}))
+    enhancer = build_checked(enh_spec, ctx, cfg["enhancer"]["configuration"], cfg["enhancer"].get("params", {}))
     why = check_compatible(enc_spec.name, encoder, enh_spec.name, enhancer)
     if why:
         raise UsageError(f"{why}; {_providers(registry, sorted(set(enhancer.consumes) - set(encoder.provides)))}")
@@ -89,7 +69,7 @@ def _providers(registry: Registry, fields: list[str]) -> str:
         provides = spec.meta.get("provides")
         if provides is None:  # not declared in the registration: build the small configuration to see
             try:
-                provides = spec.create(BuildContext(num_users=2), None).provides
+                provides = build_checked(spec, BuildContext(num_users=2)).provides
             except Exception:  # noqa: BLE001 - only for the error message
                 provides = ()
         if set(fields) <= set(provides):
@@ -136,8 +116,8 @@ def build_losses(stages: list[dict], registry: Registry, dataset: Any, encoder: 
     for stage in stages:
         for name, weight in list(stage["losses"].items()):
             if name not in losses:
-                losses[name] = registry.get("loss", name).create(ctx)
-            if isinstance(weight, float) and math.isnan(weight):
+                losses[name] = build_checked(registry.get("loss", name), ctx)
+            if weight == DEFAULT_WEIGHT:
                 stage["losses"][name] = float(losses[name].default_weight)
             kind = losses[name].kind
             if kind == "embedding" and "encoder" not in stage["train"]:
@@ -155,7 +135,9 @@ def build_metrics(names: list[str], registry: Registry) -> tuple[dict[str, Any],
     for name in names:
         spec = registry.get("metric", name)
         try:
-            fns[name] = spec.create()
+            fns[name] = build_checked(spec)
+        except PluginError:
+            raise
         except PiebenchError as err:
             unavailable[name] = str(err)
             print(f"piebench: {name} unavailable: {err}", file=sys.stderr)
@@ -176,10 +158,10 @@ def pair_instances(registry: Registry, encoder: str, enhancer: str, *, encoder_c
                    enhancer_config: str | None = None, ctx: BuildContext | None = None) -> tuple[Encoder, Enhancer] | str:
     """Build a pair at a small context; the pair, or a one-line reason why it is incompatible."""
     ctx = ctx or BuildContext(num_users=4, num_refs=3, image_size=64)
-    enc = registry.get("encoder", encoder).create(ctx, encoder_config)
+    enc = build_checked(registry.get("encoder", encoder), ctx, encoder_config)
     ctx = BuildContext(**{**ctx.__dict__, "encoder": enc})
     try:
-        enh = registry.get("enhancer", enhancer).create(ctx, enhancer_config)
+        enh = build_checked(registry.get("enhancer", enhancer), ctx, enhancer_config)
     except PiebenchError as err:
         return str(err)
     why = check_compatible(encoder, enc, enhancer, enh)

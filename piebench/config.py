@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import jsonio
 from .errors import PiebenchError, UsageError, did_you_mean
 
 _EVAL_KEYS = {"dataset", "data", "refs", "draws", "max_photos", "seed", "metrics", "batch_photos", "refs_curve",
@@ -103,14 +104,18 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     return parts, parse_value(value.strip())
 
 
-def parse_loss(item: str) -> tuple[str, float]:
-    """``NAME[:WEIGHT]`` -> (name, weight); the weight defaults to NaN (= the loss's default)."""
+#: A stage's loss weight meaning "the loss's own ``default_weight``" (``--loss NAME`` without a weight).
+DEFAULT_WEIGHT = "default"
+
+
+def parse_loss(item: str) -> tuple[str, float | str]:
+    """``NAME[:WEIGHT]`` -> (name, weight); without a weight, :data:`DEFAULT_WEIGHT`."""
     name, sep, weight = item.partition(":")
     name = name.strip()
     if not name:
         raise UsageError(f"--loss expects NAME[:WEIGHT] (e.g. gram:0.01), got '{item}'")
     if not sep:
-        return name, float("nan")
+        return name, DEFAULT_WEIGHT
     try:
         value = float(weight)
     except ValueError:
@@ -252,7 +257,7 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
                     stage["losses"].pop(name, None)
                 else:
                     stage["losses"][name] = weight
-        cfg["overrides"].append(f"loss.{name}={'default' if weight != weight else weight}")
+        cfg["overrides"].append(f"loss.{name}={weight}")
     for key, value in (("encoder", lr_encoder), ("enhancer", lr_enhancer)):
         if value is None:
             continue
@@ -287,6 +292,10 @@ def model_versions(encoder: str, enhancer: str) -> dict[str, str]:
 
 
 def _validate_resolved(cfg: dict) -> None:
+    try:  # config.json must be strict JSON: no NaN or infinity anywhere
+        jsonio.finite(cfg, non_finite="refuse")
+    except jsonio.NonFiniteError as err:
+        raise UsageError(f"configuration value {err}; use a finite number (--set or the protocol file)") from None
     ev, tr = cfg["eval"], cfg["train"]
     for where, key in (("eval", "refs"), ("train", "refs"), ("eval", "draws"), ("train", "batch_users"),
                        ("train", "per_user"), ("train", "checkpoint_every")):
@@ -311,8 +320,9 @@ def _validate_resolved(cfg: dict) -> None:
             if mod not in ("encoder", "enhancer"):
                 raise UsageError(f"train.stages.{i}.train: unknown module '{mod}' (encoder or enhancer)")
         for name, weight in stage.get("losses", {}).items():
-            if not isinstance(weight, int | float) or weight < 0:
-                raise UsageError(f"train.stages.{i}.losses.{name} must be a number >= 0, got {weight!r}")
+            if weight != DEFAULT_WEIGHT and (not isinstance(weight, int | float) or not weight >= 0):
+                raise UsageError(f"train.stages.{i}.losses.{name} must be a number >= 0 or "
+                                 f"\"{DEFAULT_WEIGHT}\", got {weight!r}")
         for mod, lr in stage.get("lr", {}).items():
             if not isinstance(lr, int | float) or lr <= 0:
                 raise UsageError(f"train.stages.{i}.lr.{mod} must be a number > 0, got {lr!r}")

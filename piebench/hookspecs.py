@@ -10,10 +10,31 @@ Registration hooks receive a ``register`` callback::
 
     register(name, build, *, description, paper="", configurations=None, version="1", **meta)
 
-``build(ctx: BuildContext, **params)`` returns the component; ``configurations`` maps a
-configuration name (``"small"`` for the CPU smoke protocol, ``"paper"`` for the published
-size) to the keyword ``params`` passed to ``build``. ``meta`` is free-form data shown by
-``piebench list --json``.
+* ``build`` is called as ``build(ctx, **params)`` for every kind: ``ctx`` is a
+  :class:`piebench.BuildContext` (positional, first), ``params`` the keyword parameters of the
+  chosen configuration plus any the user passes. Each kind's hook below says what ``build``
+  must return; a builder that cannot be called that way, crashes, or returns the wrong type
+  is reported in one line naming the component and the plugin (the run stops;
+  ``piebench list`` warns).
+* ``configurations`` maps a configuration name (``"small"`` for the CPU smoke protocol,
+  ``"paper"`` for the published size) to those keyword ``params``.
+* ``version`` is the component's own version: runs of two versions never share a run key
+  nor a leaderboard entry. Bump it when a change alters the outputs of a trained model
+  (architecture, initialisation, preprocessing), not for refactors.
+* ``meta``: everything else, shown by ``piebench list --json``. Keys the core reads today:
+  encoders ``provides`` (preference fields, e.g. ``["vector"]`` or ``["vector", "maps"]``),
+  ``load_weights``; enhancers ``consumes``, ``pairs_with`` (a preferred encoder),
+  ``full_resolution`` (True: the model applies at any resolution, e.g. curves or a LUT),
+  ``load_weights(module, path)`` (released single-style weights); metrics ``variant``,
+  ``higher_is_better``; datasets ``training_users_param``. The instance attributes of
+  :class:`piebench.Encoder` / :class:`piebench.Enhancer` / :class:`piebench.Loss`
+  (``provides``, ``consumes``, ``map_channels``, ``kind``, ``default_weight``) are what
+  pairing and training check.
+
+Lifecycle hooks (``on_*``) are observers: one that raises is reported once, naming the plugin,
+and that plugin's lifecycle hooks are skipped for the rest of the run
+(``PIEBENCH_STRICT_PLUGINS=1``: the run fails with that line as its recorded reason). They must
+be plain hooks (no ``hookwrapper``).
 """
 
 from __future__ import annotations
@@ -25,31 +46,54 @@ hookspec = pluggy.HookspecMarker("piebench")
 
 @hookspec
 def register_encoders(register):
-    """Register style/preference encoders (builders return :class:`piebench.Encoder`)."""
+    """Register style/preference encoders.
+
+    ``build(ctx: BuildContext, **params) -> piebench.Encoder``; ``ctx`` carries ``num_users``
+    (training users, for proxy classifiers), ``num_refs``, ``image_size``, ``pretrained`` and
+    ``dataset`` (may be None). ``forward(refs: RefSet) -> Preference``.
+    """
 
 
 @hookspec
 def register_enhancers(register):
-    """Register enhancers (builders return :class:`piebench.Enhancer`)."""
+    """Register enhancers.
+
+    ``build(ctx: BuildContext, **params) -> piebench.Enhancer``; ``ctx.encoder`` is the already
+    built encoder it is paired with (read its ``dim`` or ``map_channels``); raise
+    :class:`piebench.errors.UsageError` to refuse an encoder. ``forward(x, pref) -> [B, 3, H, W]``,
+    the input's shape.
+    """
 
 
 @hookspec
 def register_losses(register):
-    """Register losses (builders return :class:`piebench.Loss`, image or embedding kind)."""
+    """Register losses.
+
+    ``build(ctx: BuildContext, **params) -> piebench.Loss`` of ``kind`` ``"image"``
+    (``forward(output, target, batch) -> scalar``) or ``"embedding"``
+    (``forward(embeddings, labels) -> scalar``); ``ctx.encoder`` is the run's encoder.
+    """
 
 
 @hookspec
 def register_datasets(register):
-    """Register datasets; ``build(ctx, **params)`` returns a :class:`piebench.data.PieDataset`."""
+    """Register datasets.
+
+    ``build(ctx: BuildContext, **params) -> piebench.data.PieDataset``; ``params`` are the
+    configuration's plus the run's ``eval.data`` table (``--set eval.data.KEY=VALUE``;
+    ``--dataset NAME:PATH`` sets ``root``).
+    """
 
 
 @hookspec
 def register_metrics(register):
     """Register per-image fidelity metrics.
 
-    ``build()`` returns a callable ``(output, target) -> [B]`` on float images in [0, 1], or
-    raises :class:`piebench.errors.PiebenchError` saying why it is unavailable (e.g. LPIPS
-    without its staged AlexNet weights). ``meta`` may set ``higher_is_better``.
+    ``build(ctx: BuildContext, **params)`` returns a callable ``(output, target) -> [B]`` on
+    float images ``[B, 3, H, W]`` in [0, 1] (``ctx`` is a default :class:`piebench.BuildContext`;
+    accept and ignore it), or raises :class:`piebench.errors.PiebenchError` saying why it is
+    unavailable (e.g. LPIPS without its staged AlexNet weights). ``meta`` may set
+    ``higher_is_better`` and ``variant`` (which convention it follows).
     """
 
 

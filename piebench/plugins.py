@@ -5,6 +5,12 @@ third-party ones. A plugin that fails to import, declares an unknown hook, has a
 a wrong signature, or registers a name twice is reported in one warning line naming it and
 skipped; ``PIEBENCH_STRICT_PLUGINS=1`` turns that into an error (for plugin authors).
 
+Lifecycle hooks (``on_run_start``, ``on_step_end``, ``on_eval_end``, ``on_run_end``) go
+through :attr:`PluginManager.hook`, which calls each plugin's implementation on its own: one
+that raises is reported once (a warning line naming the plugin, and a note in the run's record)
+and that plugin's lifecycle hooks are skipped for the rest of the run; in strict mode the run
+fails with that line as its recorded reason.
+
 Environment:
   PIEBENCH_DISABLE_PLUGINS  comma-separated plugin (entry-point) names not to load.
   PIEBENCH_LOAD_PLUGINS     comma-separated module paths to load as extra plugins.
@@ -13,6 +19,7 @@ Environment:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -23,11 +30,12 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, RunFailed
 from .registry import KINDS, Registry, Spec
 
 GROUP = "piebench"
 _REGISTER_HOOKS = {f"register_{k}s" if k != "loss" else "register_losses": k for k in KINDS}
+LIFECYCLE_HOOKS = ("on_run_start", "on_step_end", "on_eval_end", "on_run_end")
 
 
 @dataclass
@@ -52,6 +60,7 @@ class PluginManager:
         self.plugins: dict[str, PluginInfo] = {}
         self.warnings: list[str] = []
         self.strict = os.environ.get("PIEBENCH_STRICT_PLUGINS", "") not in ("", "0", "false")
+        self.disabled: set[str] = set()  # plugins whose lifecycle hook raised in this run
 
     # -- loading -----------------------------------------------------------------------------
     def _fail(self, info: PluginInfo, what: str) -> None:
@@ -79,6 +88,12 @@ class PluginManager:
         if unknown:
             self.pm.unregister(module)
             self._fail(info, f"declares unknown hook(s) {', '.join(unknown)}")
+            return
+        wrappers = [name for name in LIFECYCLE_HOOKS for impl in getattr(self.pm.hook, name).get_hookimpls()
+                    if impl.plugin is module and (impl.hookwrapper or getattr(impl, "wrapper", False))]
+        if wrappers:
+            self.pm.unregister(module)
+            self._fail(info, f"declares lifecycle hook wrapper(s) {', '.join(wrappers)} (plain hooks only)")
             return
         info.hooks = sorted(c.name for c in self.pm.get_hookcallers(module) or [])
         self.plugins[info.name] = info
@@ -148,7 +163,69 @@ class PluginManager:
     # -- lifecycle ---------------------------------------------------------------------------
     @property
     def hook(self) -> Any:
-        return self.pm.hook
+        """The hook relay: ``hook.on_step_end(run=..., ...)``; lifecycle hooks are contained."""
+        return _ContainedRelay(self)
+
+    def call_lifecycle(self, name: str, **kwargs: Any) -> list[Any]:
+        """Call every plugin's ``name`` hook (pluggy's order: last registered first) on its own.
+
+        A hook that raises is reported once and its plugin's lifecycle hooks are skipped until
+        the next ``on_run_start``; strict mode fails the run instead (see the module docstring).
+        """
+        if name == "on_run_start":
+            self.disabled.clear()
+        results = []
+        for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
+            if impl.plugin_name in self.disabled:
+                continue
+            try:
+                res = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception as err:  # noqa: BLE001 - a plugin's bug must not kill the run
+                self._hook_failed(impl.plugin_name, name, err, kwargs.get("run"))
+                continue
+            if res is not None:
+                results.append(res)
+        return results
+
+    def _hook_failed(self, plugin: str, hook: str, err: Exception, run: Any) -> None:
+        line = f"plugin '{plugin}' raised in {hook}: {type(err).__name__}: {_first_line(err)}"
+        record = getattr(run, "record", None)
+        if self.strict:
+            if isinstance(record, dict):  # the record says why, whichever hook it was
+                record.update(status="failed", reason=line)
+                _write_record(run)
+            raise RunFailed(line) from err
+        self.disabled.add(plugin)
+        warning = f"piebench: warning: {line}; its lifecycle hooks are skipped for the rest of the run"
+        self.warnings.append(warning)
+        print(warning, file=sys.stderr)
+        if isinstance(record, dict):
+            record.setdefault("notes", []).append(f"{line}; its lifecycle hooks were skipped for the rest of the run")
+
+
+class _ContainedRelay:
+    """``pm.hook`` with the lifecycle hooks routed through :meth:`PluginManager.call_lifecycle`."""
+
+    def __init__(self, manager: PluginManager) -> None:
+        self._manager = manager
+
+    def __getattr__(self, name: str) -> Any:
+        if name in LIFECYCLE_HOOKS:
+            return functools.partial(self._manager.call_lifecycle, name)
+        return getattr(self._manager.pm.hook, name)
+
+
+def _write_record(run: Any) -> None:
+    """Rewrite ``record.json`` of ``run`` (a strict-mode hook failure is its final word)."""
+    from .runs import atomic_write_json
+
+    run_dir = getattr(run, "run_dir", None)
+    if run_dir is not None and os.path.isdir(run_dir):
+        try:
+            atomic_write_json(os.path.join(run_dir, "record.json"), run.record)
+        except OSError as err:
+            print(f"piebench: warning: could not update the record in {run_dir}: {err.strerror or err}",
+                  file=sys.stderr)
 
 
 def _is_builtin(ep: Any) -> bool:

@@ -92,6 +92,7 @@ def load_pretrained(name: str, path: str, configuration: str = "paper", device: 
     unknown name or configuration, an enhancer without a registered ``load_weights``, or a
     missing / unreadable / ill-fitting weights file (the message names the file).
     """
+    from .contract import build_checked
     from .interfaces import BuildContext
     from .plugins import get_registry
 
@@ -101,6 +102,6 @@ def load_pretrained(name: str, path: str, configuration: str = "paper", device: 
         raise UsageError(f"enhancer '{name}' has no released weights to load (its plugin registers no load_weights)")
     if not pathlib.Path(path).exists():
         raise UsageError(f"weights not found: {path}")
-    module = spec.create(BuildContext(), configuration)
+    module = build_checked(spec, BuildContext(), configuration)
     load_weights(module, str(path))
     return Pretrained(name, module).to(device).eval()

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import jsonio
+from ._version import __version__
 from .errors import RunFailed, UsageError
 
 #: Version of the record.json layout; a record with a larger number needs a newer piebench.
@@ -55,8 +56,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+def atomic_write_json(path: str | Path, obj: Any, *, non_finite: str = "null") -> None:
+    """Strict JSON (:func:`piebench.jsonio.dumps`), atomically: NaN / inf become null or are refused."""
+    atomic_write_bytes(path, (jsonio.dumps(obj, non_finite=non_finite, indent=2) + "\n").encode())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -69,20 +71,6 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
-
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def read_json(path: str | Path) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import jsonio
 from .build import Components
 from .errors import RunFailed, UsageError
 from .precision import Precision
@@ -165,11 +166,9 @@ class Trainer:
         self._write_log()
 
     def _write_log(self) -> None:
-        import json
-
         if not self.dist.is_main:
             return
-        atomic_write_text(self.log_path, "".join(json.dumps(e) + "\n" for e in self.log))
+        atomic_write_text(self.log_path, "".join(_json_line(e) for e in self.log))
 
     # -- the loop --------------------------------------------------------------------------
     def checkpoint_note(self) -> str:
@@ -342,9 +341,7 @@ class _DeferredStop:
 
 
 def _json_line(entry: dict) -> str:
-    import json
-
-    return json.dumps(entry) + "\n"
+    return jsonio.dumps(entry) + "\n"
 
 
 def _load_module(module: nn.Module, state: dict[str, Any], what: str) -> None:

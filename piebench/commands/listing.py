@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from .. import jsonio
 from ..plugins import get_manager
 
 _KINDS = {"encoders": "encoder", "enhancers": "enhancer", "losses": "loss", "datasets": "dataset",
@@ -19,13 +18,14 @@ def count_parameters(spec, configuration: str) -> int | None:
     preference they consume); encoders with 10 training users (StarEnhancer's count).
     """
     from ..build import first_compatible, pair_instances
+    from ..contract import build_checked
     from ..interfaces import BuildContext
 
     registry = get_manager().registry
     ctx = BuildContext(num_users=10, num_refs=3, image_size=64)
     try:
         if spec.kind == "encoder":
-            model = spec.create(ctx, configuration)
+            model = build_checked(spec, ctx, configuration)
         else:
             partner = first_compatible(registry, enhancer=spec.name, preferred=("angular", "star"),
                                        configuration=configuration)
@@ -42,22 +42,39 @@ def count_parameters(spec, configuration: str) -> int | None:
         return None
 
 
+def _check(manager, kinds: list[str], builtins: bool) -> None:
+    """One warning line per component that breaks the contract (strict plugins: an error)."""
+    from ..contract import probe
+    from ..errors import PluginError
+
+    plugins = None if builtins else {p.name for p in manager.plugins.values() if p.distribution != "piebench"}
+    for line in probe(manager.registry, kinds, plugins):
+        if manager.strict:
+            raise PluginError(line)
+        click.echo(f"piebench: warning: {line}", err=True)
+
+
 @click.command("list")
 @click.argument("what", required=False, default="all",
                 type=click.Choice(["all", "encoders", "enhancers", "losses", "datasets", "metrics", "plugins"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--params/--no-params", default=None,
               help="Count parameters of small and paper configurations (default: on with --json for models).")
-def list_cmd(what: str, as_json: bool, params: bool | None) -> None:
+@click.option("--check", type=click.Choice(["plugins", "all", "none"]), default="plugins", show_default=True,
+              help="Build each listed component of third-party plugins (all: built-ins too) at its small "
+                   "configuration, run it on a tiny input, and warn about wrong types or output shapes.")
+def list_cmd(what: str, as_json: bool, params: bool | None, check: str) -> None:
     """Show what is installed, which plugin (and version) provides it, and a description."""
     from tabulate import tabulate
 
     manager = get_manager()
+    if what != "plugins" and check != "none":
+        _check(manager, [_KINDS[k] for k in (_KINDS if what == "all" else [what])], check == "all")
     if what == "plugins":
         rows = [{"plugin": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
                  "hooks": ", ".join(p.hooks), "status": f"error: {p.error}" if p.error else "ok"}
                 for p in sorted(manager.plugins.values(), key=lambda p: p.name)]
-        click.echo(json.dumps(rows, indent=2) if as_json else tabulate(rows, headers="keys", tablefmt="github"))
+        click.echo(jsonio.dumps(rows, indent=2) if as_json else tabulate(rows, headers="keys", tablefmt="github"))
         return
     kinds = list(_KINDS) if what == "all" else [what]
     count = params if params is not None else (as_json and what in ("encoders", "enhancers"))
@@ -75,7 +92,7 @@ def list_cmd(what: str, as_json: bool, params: bool | None) -> None:
             rows.append(row)
         out[kind_name] = rows
     if as_json:
-        click.echo(json.dumps(out if what == "all" else out[what], indent=2, default=str))
+        click.echo(jsonio.dumps(out if what == "all" else out[what], indent=2, default=str))
         return
     for kind_name, rows in out.items():
         click.echo(f"\n{kind_name}:")

@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from .colour import srgb_decode, srgb_to_prophoto
+from ..colour import srgb_decode, srgb_to_prophoto
 from .retouch import RetouchParams, retouch
 
 #: Photo ids of a 12-photo tree: 8 in the UPE train range, 4 in its test range.

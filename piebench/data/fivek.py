@@ -4,7 +4,7 @@ Layouts (``--layout``), all read by photo id (``aNNNN``, the leading part of the
 
 * ``official`` -- the MIT release: ``img/dng/<name>.dng`` (or ``raw_photos/*/photos/*.dng``)
   and the experts' 16-bit ProPhoto RGB TIFFs ``img/tiff16_{a..e}/<name>.tif``. The TIFFs are
-  converted to sRGB exactly (:mod:`piebench.data.colour`). The input is rendered from the DNG
+  converted to sRGB exactly (:mod:`piebench.colour`). The input is rendered from the DNG
   by rawpy (``pip install 'piebench[raw]'``) with the camera white balance, sRGB primaries
   and curve and libraw's auto-brightness: this is NOT the Lightroom "InputZeroed" rendering the
   papers exported, so the input differs from theirs (targets are the same).

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..colour import prophoto_to_srgb, to_unit
 from ..errors import UsageError
-from .colour import prophoto_to_srgb, to_unit
 
 #: File extensions read as photos (lower case).
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
@@ -136,7 +136,7 @@ def _read_raw(path: pathlib.Path, data: bytes, half_size: bool) -> np.ndarray:
 
 
 def to_srgb(image: Image) -> np.ndarray:
-    """float32 sRGB ``[H, W, 3]`` in [0, 1] (ProPhoto sources converted, see :mod:`.colour`)."""
+    """float32 sRGB ``[H, W, 3]`` in [0, 1] (ProPhoto sources converted, see :mod:`piebench.colour`)."""
     if image.colourspace == "prophoto":
         return prophoto_to_srgb(image.pixels)
     return np.clip(to_unit(image.pixels), 0.0, 1.0)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import jsonio
 from ..errors import UsageError
 from ..interfaces import Batch, RefSet
 from . import PieDataset
@@ -30,7 +31,7 @@ MANIFEST_FORMAT = 1
 
 def _content_hash(manifest: dict[str, Any]) -> str:
     body = {k: v for k, v in manifest.items() if k != "hash"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(jsonio.dumps(body, non_finite="refuse", sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def manifest_photos(dataset: PieDataset, max_photos: int | None = None) -> list[int]:
@@ -88,7 +89,7 @@ def save_manifest(manifest: dict[str, Any], path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, separators=(",", ":"))
+            f.write(jsonio.dumps(manifest, non_finite="refuse", separators=(",", ":")))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

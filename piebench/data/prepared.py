@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jsonio
 from ..errors import UsageError
 from . import PhotoInfo, PieDataset, UserInfo
 from .images import Image, fit, read_image, same_shape
@@ -52,7 +53,7 @@ class PhotoSource:
 def atomic_json(path: pathlib.Path, obj: Any) -> None:
     """Write JSON to ``path`` through a temporary file and a rename."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
+    tmp.write_text(jsonio.dumps(obj, non_finite="refuse", indent=1))
     os.replace(tmp, path)
 
 
@@ -114,7 +115,7 @@ def write_store(out: str | pathlib.Path, *, name: str, recipe: dict, recipe_hash
     log_path = partial / "progress.jsonl"
     entries = _read_log(log_path)
     with open(log_path, "w") as f:  # drop a trailing cut line, if any
-        f.writelines(json.dumps(e) + "\n" for e in entries)
+        f.writelines(jsonio.dumps(e) + "\n" for e in entries)
     done = {e["name"] for e in entries}
     slots = sum(1 for e in entries if "slot" in e)
     todo = [p for p in photos if p.name not in done]
@@ -128,7 +129,7 @@ def write_store(out: str | pathlib.Path, *, name: str, recipe: dict, recipe_hash
                 if not skip_bad:
                     raise UsageError(f"{err} (or rerun with --skip-bad to skip it; the {slots} photos done "
                                      f"so far are kept in {partial} and a rerun continues)") from None
-                log.write(json.dumps({"name": photo.name, "skipped": str(err)}) + "\n")
+                log.write(jsonio.dumps({"name": photo.name, "skipped": str(err)}) + "\n")
                 log.flush()
                 bar(1)
                 continue
@@ -141,7 +142,7 @@ def write_store(out: str | pathlib.Path, *, name: str, recipe: dict, recipe_hash
                 np.save(tmp, np.stack(pixels))
                 os.replace(tmp, partial / "full" / f"{slots:05d}.npy")
             record["slot"] = slots
-            log.write(json.dumps(record) + "\n")
+            log.write(jsonio.dumps(record) + "\n")
             log.flush()
             slots += 1
             bar(1)

@@ -21,7 +21,6 @@ silently skipped. :func:`synth` writes a ``folder`` dataset: ``out/input/NAME.pn
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 import warnings
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jsonio
 from ..errors import UsageError
 from .images import list_images, quantise, read_image, to_srgb
 from .retouch import LIGHTROOM, RetouchParams, retouch
@@ -199,9 +199,9 @@ def synth(presets: str | pathlib.Path, photos: str | pathlib.Path, out: str | pa
     for p in read:
         for key in p.unsupported:
             unsupported.setdefault(key, []).append(pathlib.Path(p.path).name)
-    (out / "presets.json").write_text(json.dumps(
+    (out / "presets.json").write_text(jsonio.dumps(
         {u: {"file": p.path, "params": p.params.to_dict(), "unsupported": p.unsupported}
-         for u, p in zip(users, read, strict=True)}, indent=1))
+         for u, p in zip(users, read, strict=True)}, non_finite="refuse", indent=1))
     if unsupported and warn:
         warnings.warn(unsupported_message(unsupported), UserWarning, stacklevel=2)
     return {"users": users, "photos": sorted(stems), "unsupported": unsupported}

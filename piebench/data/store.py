@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jsonio
 from ..errors import PiebenchError, UsageError
 
 #: Bumped when the store layout changes; part of every recipe hash.
@@ -166,7 +167,7 @@ def _build(recipe: dict[str, Any], digest: str, final: Path, builder: Callable[.
                    "store_version": STORE_VERSION, "shape": shape, "created": time.time(),
                    "build_seconds": round(time.perf_counter() - start, 3)}
         with open(tmp / "store.json", "w") as f:
-            json.dump(sidecar, f)
+            f.write(jsonio.dumps(sidecar, non_finite="refuse"))
             f.flush()
             os.fsync(f.fileno())
         try:

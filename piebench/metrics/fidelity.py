@@ -1,7 +1,7 @@
 """Per-image fidelity metrics on float images in [0, 1]: PSNR, SSIM, CIE76 dE_ab and LPIPS.
 
 Every function takes ``output`` and ``target`` of shape ``[B, 3, H, W]`` and returns one value
-per image, shape ``[B]``. The variants follow REFERENCES.md ("Metric conventions"):
+per image, shape ``[B]``. The variants and their sources: ``docs/metrics.md``.
 
 - ``psnr``: full RGB, per image, in float64 (data range 1).
 - ``psnr_q8``: the output quantised to 8 bits first (StarEnhancer's test script).
@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import torch
 
+from .. import colour
 from ..errors import PiebenchError, UsageError
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
@@ -84,23 +85,9 @@ def ssim_down(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _ssim(output, target, downsample=True)
 
 
-# sRGB (D65) -> XYZ and the D65 2-degree white point, as in skimage.color.
-_XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423),
-                 (0.212671, 0.715160, 0.072169),
-                 (0.019334, 0.119193, 0.950227))
-_WHITE_D65 = (0.95047, 1.0, 1.08883)
-
-
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB ``[B,3,H,W]`` in [0, 1] -> CIELAB (D65, 2 degrees) ``[B,3,H,W]`` in float64."""
-    x = rgb.double()
-    lin = torch.where(x > 0.04045, ((x + 0.055) / 1.055).clamp(min=0).pow(2.4), x / 12.92)
-    m = torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64, device=x.device)
-    xyz = torch.einsum("ij,bjhw->bihw", m, lin)
-    xyz = xyz / torch.tensor(_WHITE_D65, dtype=torch.float64, device=x.device).view(1, 3, 1, 1)
-    f = torch.where(xyz > 0.008856, xyz.clamp(min=0).pow(1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
-    fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
-    return torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=1)
+    """sRGB ``[B,3,H,W]`` in [0, 1] -> CIELAB (D65, 2 degrees) in float64 (:mod:`piebench.colour`)."""
+    return colour.rgb_to_lab(rgb, torch.float64)
 
 
 def delta_e(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """A training-free encoder: soft CIELAB colour histograms of the references.
 
 Each image is area-downsampled so its longer side is at most ``max_side`` (histograms hardly
-change, the cost stays bounded), converted from sRGB to CIELAB (D65), and every pixel is
+change, the cost stays bounded), converted from sRGB to CIELAB (:mod:`piebench.colour`), and every pixel is
 spread over ``bins`` Gaussian bins per channel (L* over [0, 100], a* and b* over [-80, 80];
 sigma = one bin width, weights normalised per pixel), optionally also over a joint a*b*
 histogram of ``joint_bins`` x ``joint_bins``. Histograms are averaged over pixels, square-rooted
@@ -16,28 +16,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from piebench import hookimpl
+from piebench.colour import rgb_to_lab
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Encoder, Preference, RefSet
 
 from ._resnet import per_valid
 
-#: sRGB (linear) -> XYZ, D65 white.
-_RGB2XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
-_WHITE = (0.950456, 1.0, 1.088754)
 _RANGES = ((0.0, 100.0), (-80.0, 80.0), (-80.0, 80.0))
-
-
-def rgb_to_lab(rgb: Tensor) -> Tensor:
-    """CIELAB ``[M, 3, H, W]`` (L* in [0, 100]) of sRGB images in [0, 1] (D65)."""
-    rgb = rgb.clamp(0, 1)
-    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(1e-8) ** 2.4, rgb / 12.92)
-    m = torch.tensor(_RGB2XYZ, dtype=rgb.dtype, device=rgb.device)
-    xyz = torch.einsum("ij,mjhw->mihw", m, lin)
-    xyz = xyz / torch.tensor(_WHITE, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    eps = 216 / 24389
-    f = torch.where(xyz > eps, xyz.clamp_min(eps) ** (1 / 3), (24389 / 27 * xyz + 16) / 116)
-    fx, fy, fz = f.unbind(1)
-    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], 1)
 
 
 def _soft_bins(values: Tensor, lo: float, hi: float, bins: int) -> Tensor:
@@ -71,7 +56,7 @@ class HistogramEncoder(Encoder):
         if scale < 1:
             images = F.interpolate(images, size=(max(1, round(h * scale)), max(1, round(w * scale))),
                                    mode="area")
-        lab = rgb_to_lab(images).flatten(2)  # [M, 3, P]
+        lab = rgb_to_lab(images.clamp(0, 1)).flatten(2)  # [M, 3, P]
         hists = [_soft_bins(lab[:, i], lo, hi, self.bins).mean(1) for i, (lo, hi) in enumerate(_RANGES)]
         if self.joint_bins:
             a = _soft_bins(lab[:, 1], *_RANGES[1], self.joint_bins)

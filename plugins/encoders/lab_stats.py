@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from piebench import hookimpl
+from piebench.colour import rgb_to_lab
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Encoder, Preference, RefSet
-from piebench.metrics.fidelity import rgb_to_lab
 
 #: Layout tags the ``transfer`` enhancer checks: what the 6 numbers are and their scale.
 LAYOUT = "lab-mean-std/100"
@@ -35,7 +35,7 @@ SCALE = 100.0
 
 def lab_stats(images: Tensor) -> Tensor:
     """``[M, 6]``: per-image (mean L*, a*, b*, std L*, a*, b*) / 100 of sRGB images ``[M, 3, H, W]``."""
-    lab = rgb_to_lab(images.clamp(0, 1)).flatten(2)  # float64 [M, 3, P]
+    lab = rgb_to_lab(images.clamp(0, 1), torch.float64).flatten(2)  # float64 [M, 3, P]
     mean = lab.mean(2)
     std = lab.std(2, unbiased=False)
     return (torch.cat([mean, std], 1) / SCALE).to(images.dtype if images.is_floating_point() else torch.float32)
@@ -43,7 +43,7 @@ def lab_stats(images: Tensor) -> Tensor:
 
 def lab_edit(inputs: Tensor, targets: Tensor) -> Tensor:
     """``[M, 6]``: per pair, the CIELAB affine fit ``t = g x + d`` per channel as ``[d / 100, log g]``."""
-    x, t = rgb_to_lab(inputs.clamp(0, 1)).flatten(2), rgb_to_lab(targets.clamp(0, 1)).flatten(2)
+    x, t = (rgb_to_lab(v.clamp(0, 1), torch.float64).flatten(2) for v in (inputs, targets))
     mx, mt = x.mean(2, keepdim=True), t.mean(2, keepdim=True)
     var = ((x - mx) ** 2).mean(2)
     cov = ((x - mx) * (t - mt)).mean(2)

@@ -11,11 +11,11 @@ preference vector. Padded references are removed through the key-padding mask an
 the CNNs.
 
 Paper sizes (d_model 1024, 8 heads, 6 layers, PyTorch's default feed-forward 2048, dropout 0.1):
-transformer + read-out 50,924,032 parameters (REFERENCES: 50.92 M). The official code builds
+transformer + read-out 50,924,032 parameters (docs/models.md: 50.92 M). The official code builds
 full torchvision ResNet-18s whose 1000-class classifier is never used; piebench leaves that
 dead layer (513,000 parameters) out, so style encoder 11,176,512 (+ 513,000 = 11,689,512,
-REFERENCES 11.69 M) and content encoder 11,242,048 (+ 513,000 = 11,755,048, REFERENCES
-11.76 M). The masked token adds 512. The official recipe trains the style encoder with the
+the official 11.69 M) and content encoder 11,242,048 (+ 513,000 = 11,755,048, the
+official 11.76 M). The masked token adds 512. The official recipe trains the style encoder with the
 enhancer first (stage 1) and regresses PCA-whitened styles in stage 2; here the encoder is
 trained end to end with the enhancer (``metric_loss`` None), and the read-out predicts the
 style directly.

@@ -1,7 +1,7 @@
 """AdaIN enhancer: a U-Net whose decoder features are modulated by AdaIN from the preference vector.
 
 AdaIN(x) = sigma (x - mu(x)) / sigma(x) + mu, per channel over the spatial positions, with
-sigma(x) = sqrt(var(x) + 1e-5) (REFERENCES.md, "AdaIN"). The target (sigma, mu) of every
+sigma(x) = sqrt(var(x) + 1e-5) (docs/models.md, "AdaIN"). The target (sigma, mu) of every
 modulated layer come from a mapping network (an MLP over the preference vector with one
 linear head per layer, in the spirit of StarEnhancer's mapping network). sigma is kept
 positive with a softplus shifted so that a zero head output gives sigma = 1.

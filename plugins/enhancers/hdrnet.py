@@ -11,7 +11,7 @@ per-pixel affine apply ``out_c = sum_j A_cj x_j + A_c3``.
 
 The ``paper`` configuration is the official default model (channel multiplier 1, 8 luma bins,
 spatial bin 16, input 256, no batch norm) with the curve guide: exactly 482,080 parameters,
-the figure in REFERENCES.md. Differences from the TensorFlow original: PyTorch's symmetric
+the official count (docs/models.md). Differences from the TensorFlow original: PyTorch's symmetric
 padding for the stride-2 convs (TF "SAME" pads bottom/right only), plain linear depth weights
 (the official op smooths the tent weight in z), and the low-res input is an antialiased
 bilinear resize done inside the model.

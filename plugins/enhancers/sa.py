@@ -1,6 +1,6 @@
 """``sa``: a U-Net whose bottleneck attends to the references' feature maps (style attention).
 
-:class:`StyleAttention` is the "Style attention (SA) block" of REFERENCES.md, made
+:class:`StyleAttention` is the "Style attention (SA) block" of docs/models.md, made
 weight-tied across references so that it accepts any number of references, in any order, at
 any image size: queries come from the content feature map, keys and values from *each*
 reference map through one shared set of 1x1 convs (each reference is one attention head;
@@ -13,7 +13,7 @@ two residual adds (attention, then a feed-forward conv). Other enhancers (``sa-s
 :class:`SAUNet` also modulates its bottleneck with the preference vector (FiLM), so it
 consumes ``{"vector", "maps"}``; output = input + predicted residual.
 
-Configurations (REFERENCES: "A 0.23 M-parameter style-attention U-Net at 64 px"):
+Configurations (docs/models.md: the 0.23 M-parameter U-Net at 64 px of the smoke noise figures):
   small: widths 16/24/48/64 (bottleneck at stride 8), one SA block, 1 channel group: 227,628
     parameters with the small metric encoder (128-d vector, 64-channel maps).
   paper: widths 64/128/256/512 (the classic U-Net widths, bottleneck 512 at stride 8), two SA
@@ -171,7 +171,7 @@ def register_enhancers(register):
     register("sa", build=build_sa,
              description="U-Net whose bottleneck attends to the reference feature maps (weight-tied style "
                          "attention, any N) and is FiLM-modulated by the preference vector",
-             paper="the original research's style-attention (SA) block (REFERENCES.md)",
+             paper="the original research's style-attention (SA) block (docs/models.md)",
              configurations={
                  "small": {"widths": [16, 24, 48, 64], "blocks": 1, "groups": 1, "ffn_expansion": 2},
                  "paper": {"widths": [64, 128, 256, 512], "blocks": 2, "groups": 8, "ffn_expansion": 2},

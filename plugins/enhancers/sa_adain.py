@@ -61,7 +61,7 @@ def register_enhancers(register):
     register("sa-adain", build=build_sa_adain,
              description="AdaIN U-Net (decoder modulated by the preference vector) with weight-tied style "
                          "attention to the reference maps at the bottleneck",
-             paper="the original research's SA block (REFERENCES.md) + AdaIN (Huang & Belongie, ICCV 2017)",
+             paper="the original research's SA block (docs/models.md) + AdaIN (Huang & Belongie, ICCV 2017)",
              configurations={
                  "small": {"widths": [16, 24, 48, 64], "mlp_hidden": 64, "mlp_layers": 2, "blocks": 1,
                            "groups": 1, "ffn_expansion": 2},

@@ -6,7 +6,7 @@ the number of references N is fixed when the model is built (``ctx.num_refs``, t
 the output. A different N at forward raises a :class:`UsageError`. ``sa``
 (:mod:`piebench_plugins.enhancers.sa`) is the weight-tied variant that takes any N in any order.
 
-:class:`GroupedStyleAttention` (REFERENCES.md, "Style attention (SA) block"): queries from the
+:class:`GroupedStyleAttention` (docs/models.md, "Style attention (SA) block"): queries from the
 content map through a 1x1 conv; the N reference maps ``[B, N, Cr, h, w]`` (resized to the
 content's H x W) stacked along channels ``[B, N*Cr, H, W]`` and turned into keys and values by
 grouped 1x1 convs (``groups=N``); for each reference head n, channel attention
@@ -112,7 +112,7 @@ def register_enhancers(register):
     register("sa-seed", build=build_sa_seed,
              description="sa's U-Net with the original grouped style attention: one head per reference, "
                          "N fixed at build (--refs), order-dependent",
-             paper="the original research's style-attention (SA) block (REFERENCES.md)",
+             paper="the original research's style-attention (SA) block (docs/models.md)",
              configurations={
                  "small": {"widths": [16, 24, 48, 64], "blocks": 1, "ffn_expansion": 2},
                  "paper": {"widths": [64, 128, 256, 512], "blocks": 2, "ffn_expansion": 2},

@@ -19,32 +19,13 @@ import torch
 from torch import Tensor
 
 from piebench import hookimpl
+from piebench.colour import lab_to_rgb, rgb_to_lab
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Enhancer, Preference
-from piebench.metrics.fidelity import rgb_to_lab
 
 LAYOUT = "lab-mean-std/100"  # what the lab-stats encoder's vector holds
 LAYOUT_RELATIVE = "lab-affine-shift/100,log-gain"  # lab-stats --encoder-config pairs
 _SCALE = 100.0
-# XYZ -> linear sRGB (inverse of fidelity's sRGB -> XYZ) and the same D65 white point.
-_RGB_FROM_XYZ = ((3.24048134, -1.53715152, -0.49853633),
-                 (-0.96925495, 1.87599, 0.04155593),
-                 (0.05564664, -0.20404134, 1.05731107))
-_WHITE_D65 = (0.95047, 1.0, 1.08883)
-
-
-def lab_to_rgb(lab: Tensor) -> Tensor:
-    """CIELAB ``[B, 3, H, W]`` (D65) -> sRGB (float64, not clipped); inverse of ``fidelity.rgb_to_lab``."""
-    lab = lab.double()
-    fy = (lab[:, 0] + 16.0) / 116.0
-    fx = fy + lab[:, 1] / 500.0
-    fz = fy - lab[:, 2] / 200.0
-    f = torch.stack((fx, fy, fz), 1)
-    xyz = torch.where(f > 0.206893, f.pow(3), (f - 16.0 / 116.0) / 7.787)
-    xyz = xyz * torch.tensor(_WHITE_D65, dtype=torch.float64, device=lab.device).view(1, 3, 1, 1)
-    m = torch.tensor(_RGB_FROM_XYZ, dtype=torch.float64, device=lab.device)
-    lin = torch.einsum("ij,bjhw->bihw", m, xyz)
-    return torch.where(lin > 0.0031308, 1.055 * lin.clamp(min=0.0031308).pow(1 / 2.4) - 0.055, 12.92 * lin)
 
 
 def _layout_of(encoder: object) -> str | None:
@@ -75,7 +56,7 @@ class ColourTransfer(Enhancer):
             raise UsageError(f"transfer needs the 6 Lab statistics of the lab-stats encoder, got a vector of "
                              f"shape {tuple(v.shape)}")
         target = v.double() * _SCALE
-        lab = rgb_to_lab(x.clamp(0, 1))
+        lab = rgb_to_lab(x.clamp(0, 1), torch.float64)
         flat = lab.flatten(2)
         mu = flat.mean(2)[:, :, None, None]
         out = lab - mu

@@ -4,7 +4,7 @@ Each training user has a learned centre in embedding space (``centres [num_users
 parameter, so it is in ``state_dict`` and checkpointed); the loss is the mean over the batch
 of half the squared distance between an embedding and its user's centre. The centres train
 with their own learning rate ``lr`` = 0.0005 and the loss's default weight is 0.01
-(REFERENCES.md). Used alone it only pulls embeddings together (it has no term pushing users
+(docs/losses.md). Used alone it only pulls embeddings together (it has no term pushing users
 apart); Wen et al. pair it with a softmax loss, e.g. ``--loss normsoftmax --loss center``.
 """
 

@@ -1,7 +1,7 @@
 """Pixel losses between the enhanced output and the target: ``l1``, ``l2``, ``lab-l1``, ``ssim``.
 
-``lab-l1`` is StarEnhancer's loss: L1 in CIELAB (sRGB, D65 white, the same matrix and
-piecewise curves as ``skimage.color.rgb2lab``) with L scaled by 1/100 and a, b mapped by
+``lab-l1`` is StarEnhancer's loss: L1 in CIELAB (:func:`piebench.colour.rgb_to_lab`, the
+constants of ``skimage.color.rgb2lab``) with L scaled by 1/100 and a, b mapped by
 ``(x / 110 + 1) / 2``, as in IDKiro/StarEnhancer ``model/loss.py``. ``ssim`` is
 ``1 - piq.ssim`` (Gaussian window 11, sigma 1.5, piq's default downsampling).
 """
@@ -14,30 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from piebench import hookimpl
+from piebench.colour import rgb_to_lab
 from piebench.interfaces import Batch, BuildContext, Loss
-
-#: sRGB (linear) -> XYZ, D65 (the matrix skimage and StarEnhancer use).
-_XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423),
-                 (0.212671, 0.715160, 0.072169),
-                 (0.019334, 0.119193, 0.950227))
-#: D65 2-degree reference white (skimage's default illuminant).
-_WHITE_D65 = (0.95047, 1.0, 1.08883)
-_EPS = (6 / 29) ** 3
-
-
-def rgb_to_lab(rgb: Tensor) -> Tensor:
-    """CIELAB ``[B,3,H,W]`` (L in [0,100]) of sRGB ``rgb [B,3,H,W]`` in [0,1]; differentiable.
-
-    Matches ``skimage.color.rgb2lab`` on in-range values; out-of-range values are extended
-    smoothly enough to keep gradients finite (no NaN from negative powers).
-    """
-    lin = torch.where(rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    m = torch.tensor(_XYZ_FROM_RGB, dtype=rgb.dtype, device=rgb.device)
-    xyz = torch.einsum("ij,bjhw->bihw", m, lin)
-    xyz = xyz / torch.tensor(_WHITE_D65, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    f = torch.where(xyz > _EPS, xyz.clamp_min(_EPS) ** (1 / 3), xyz * (841 / 108) + 4 / 29)
-    fx, fy, fz = f.unbind(1)
-    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
 
 def normalize_lab(lab: Tensor) -> Tensor:

@@ -131,10 +131,27 @@ def register_losses(register):
              configurations={"small": {"at": 3}}, kind="image")
 
 
+def _not_a_module(x, pref):
+    return x
+
+
 @hookimpl
 def register_enhancers(register):
     register("test-halfsize", build=lambda ctx: HalfSize(), description="wrong output shape",
              configurations={"small": {}}, consumes=["vector"])
+    register("test-function", build=lambda ctx: _not_a_module, description="a builder returning a function",
+             configurations={"small": {}}, consumes=["vector"])
+'''
+
+RAISING = '''
+"""Test plugin: an observer whose on_step_end raises from the second step on."""
+from piebench import hookimpl
+
+
+@hookimpl
+def on_step_end(run, stage, step, losses):
+    if step >= 2:
+        raise ValueError(f"observer broke at step {step}")
 '''
 
 
@@ -143,6 +160,7 @@ def write_plugins(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "rel_observer.py").write_text(OBSERVER)
     (root / "rel_faulty.py").write_text(FAULTY)
+    (root / "rel_raising.py").write_text(RAISING)
     return root
 
 

@@ -3,7 +3,9 @@ covers them one at a time as installed distributions, for ``list``).
 
 All broken at once: one warning line each, naming the plugin, and a real run of built-in
 plugins still trains and evaluates. An enhancer of the wrong output shape stops its run with
-one line naming the enhancer and its plugin, and a ``failed`` record.
+one line naming the enhancer and its plugin, and a ``failed`` record. A builder returning a
+plain function is reported by ``list`` and refused by ``run`` in one line; an observer that
+raises is reported once and skipped (strict: the run fails and its record says why).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from rel_helpers import error_lines, find_run_dir, piebench, plugin_env, read_record
 
 BROKEN = {
@@ -67,3 +70,44 @@ def test_enhancer_of_wrong_shape_names_enhancer_and_plugin(tmp_path: Path, plugi
     assert "(8, 3, 32, 32)" in lines[0] and "(8, 3, 64, 64)" in lines[0]
     rec = read_record(find_run_dir(runs))
     assert rec["status"] == "failed" and "test-halfsize" in rec["reason"]
+
+
+@pytest.mark.slow
+def test_a_builder_returning_a_function_is_one_line_in_list_and_run(tmp_path: Path, plugin_root: Path):
+    env = plugin_env(plugin_root, modules="rel_faulty")
+    res = piebench("list", "enhancers", "--no-params", env=env)
+    assert res.returncode == 0, res.stderr
+    warned = [ln for ln in res.stderr.splitlines() if "test-" in ln]
+    assert warned == [
+        "piebench: warning: enhancer 'test-function' (plugin 'rel_faulty'): its builder returned a function "
+        "(_not_a_module), not a piebench.Enhancer (an nn.Module subclass); see piebench.hookspecs.register_enhancers",
+        "piebench: warning: enhancer 'test-halfsize' (plugin 'rel_faulty'): forward on input (2, 3, 32, 32) "
+        "(paired with encoder 'angular') returned (2, 3, 16, 16), expected (2, 3, 32, 32) (the input's shape)"]
+    strict = piebench("list", "enhancers", "--no-params", env={**env, "PIEBENCH_STRICT_PLUGINS": "1"})
+    assert strict.returncode == 1 and error_lines(strict.stderr) == [
+        "piebench: error: " + warned[0].removeprefix("piebench: warning: ")]
+
+    runs = tmp_path / "runs"
+    res = piebench("run", "--encoder", "center", "--enhancer", "test-function", *TINY, "--runs-dir", str(runs),
+                   env=env)
+    assert res.returncode == 1 and "internal error" not in res.stderr and "Traceback" not in res.stderr
+    assert error_lines(res.stderr) == ["piebench: error: " + warned[0].removeprefix("piebench: warning: ")]
+
+
+@pytest.mark.slow
+def test_a_raising_observer_is_reported_once_and_skipped(tmp_path: Path, plugin_root: Path):
+    env = plugin_env(plugin_root, modules="rel_raising")
+    res = piebench("run", "--encoder", "center", "--enhancer", "sa", *TINY, "--runs-dir", str(tmp_path / "a"),
+                   env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = "plugin 'rel_raising' raised in on_step_end: ValueError: observer broke at step 2"
+    assert [ln for ln in res.stderr.splitlines() if "rel_raising" in ln] == [
+        f"piebench: warning: {line}; its lifecycle hooks are skipped for the rest of the run"]
+    rec = read_record(find_run_dir(tmp_path / "a"))
+    assert rec["status"] == "finished" and any(n.startswith(line) for n in rec["notes"])
+
+    res = piebench("run", "--encoder", "center", "--enhancer", "sa", *TINY, "--runs-dir", str(tmp_path / "b"),
+                   env={**env, "PIEBENCH_STRICT_PLUGINS": "1"})
+    assert res.returncode == 1 and error_lines(res.stderr) == [f"piebench: error: {line}"], res.stderr[-3000:]
+    rec = read_record(find_run_dir(tmp_path / "b"))
+    assert rec["status"] == "failed" and rec["reason"] == line

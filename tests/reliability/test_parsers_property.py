@@ -10,7 +10,7 @@ import string
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from piebench.config import parse_loss, parse_set, resolve
+from piebench.config import DEFAULT_WEIGHT, parse_loss, parse_set, resolve
 from piebench.errors import UsageError
 
 NAME = st.text(string.ascii_lowercase + string.digits + "-_", min_size=1, max_size=12)
@@ -50,14 +50,14 @@ def test_parse_loss_gives_a_spec_or_a_usage_error(text: str):
     except UsageError:
         return
     assert name and name == name.strip() and ":" not in name
-    assert math.isnan(weight) or (math.isfinite(weight) and weight >= 0)
+    assert weight == DEFAULT_WEIGHT or (math.isfinite(weight) and weight >= 0)
 
 
 @given(NAME, WEIGHT)
 def test_parse_loss_round_trips(name: str, weight: float):
     assert parse_loss(f"{name}:{weight!r}") == (name, weight)
     got_name, got_weight = parse_loss(name)
-    assert got_name == name and math.isnan(got_weight)
+    assert got_name == name and got_weight == DEFAULT_WEIGHT
 
 
 @settings(max_examples=300, deadline=None)

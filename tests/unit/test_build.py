@@ -1,13 +1,18 @@
-"""Building components: a plugin's crashing builder is reported naming the plugin."""
+"""Building components: a plugin's crashing builder, wrong signature or wrong return type is
+reported in one line naming the component and its plugin; ``piebench list``'s probe finds
+models of the wrong output shape on a tiny input."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import nn
 
-from piebench.build import _create
+from piebench.build import build_metrics
+from piebench.contract import Prober, build_checked, probe
 from piebench.errors import PluginError, UsageError
-from piebench.interfaces import BuildContext
-from piebench.registry import Spec
+from piebench.interfaces import BuildContext, Encoder, Enhancer, Preference
+from piebench.registry import Registry, Spec
 
 
 def _crashes(ctx, **kw):
@@ -18,13 +23,100 @@ def _strict(ctx):
     return object()
 
 
+def _forward(x, pref):
+    return x
+
+
 def test_a_crashing_builder_names_its_plugin():
     spec = Spec("enhancer", "boom", _crashes, plugin="third-party")
     with pytest.raises(PluginError, match=r"enhancer 'boom' \(plugin 'third-party'\) failed to build: ZeroDivisionError"):
-        _create(spec, BuildContext(), None, {})
+        build_checked(spec, BuildContext())
 
 
 def test_unknown_parameters_are_a_usage_error():
     spec = Spec("encoder", "strict", _strict, plugin="p")
     with pytest.raises(UsageError, match=r"does not accept parameters \['width'\]"):
-        _create(spec, BuildContext(), None, {"width": 3})
+        build_checked(spec, BuildContext(), None, {"width": 3})
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("encoder", "piebench.Encoder"), ("enhancer", "piebench.Enhancer"),
+                                                ("loss", "piebench.Loss"),
+                                                ("dataset", "piebench.data.PieDataset")])
+def test_a_builder_returning_a_function_is_refused_naming_the_plugin(kind, expected):
+    spec = Spec(kind, "fn", lambda ctx: _forward, plugin="tp-plugin")
+    with pytest.raises(PluginError) as err:
+        build_checked(spec, BuildContext())
+    line = str(err.value)
+    assert line == (f"{kind} 'fn' (plugin 'tp-plugin'): its builder returned a function (_forward), not a "
+                    f"{expected}{' (an nn.Module subclass)' if kind != 'dataset' else ''}; see "
+                    f"piebench.hookspecs.register_{kind}{'es' if kind == 'loss' else 's'}")
+
+
+def test_a_metric_builder_without_ctx_is_refused_naming_the_plugin():
+    spec = Spec("metric", "tp-metric", lambda: (lambda o, t: (o - t).abs().mean((1, 2, 3))), plugin="tp-plugin")
+    with pytest.raises(PluginError, match=r"^metric 'tp-metric' \(plugin 'tp-plugin'\) has a builder <lambda>\(\) "
+                                          r"that cannot be called as build\(ctx\) \(too many positional arguments\); "
+                                          r"builders take the BuildContext first, see piebench.hookspecs.register_metrics$"):
+        build_checked(spec)
+    # The run refuses it too, rather than calling it "unavailable".
+    registry = Registry()
+    registry.add(spec)
+    with pytest.raises(PluginError, match="tp-metric"):
+        build_metrics(["tp-metric"], registry)
+
+
+def test_a_configuration_the_builder_does_not_take_is_the_plugins_fault():
+    spec = Spec("encoder", "cfg", _strict, configurations={"small": {"width": 8}}, plugin="tp-plugin")
+    with pytest.raises(PluginError, match=r"encoder 'cfg' \(plugin 'tp-plugin'\) has a builder _strict\(ctx\) that "
+                                          r"cannot be called as build\(ctx, width=...\) \(got an unexpected keyword"):
+        build_checked(spec, BuildContext())
+
+
+# ------------------------------------------------------------------------------------ probe
+class _Gain(Enhancer):
+    def __init__(self, crop: int = 0):
+        super().__init__()
+        self.gain, self.crop = nn.Parameter(torch.ones(1)), crop
+
+    def forward(self, x, pref):
+        return self.gain * (x[..., self.crop:, :] if self.crop else x)
+
+
+class _FlatEncoder(Encoder):
+    dim = 4
+
+    def forward(self, refs):
+        return Preference(vector=torch.zeros(refs.targets.shape[0] * 4))  # 1-D: the wrong shape
+
+
+def _registry(registry, *specs):
+    reg = Registry()
+    reg.add(registry.get("encoder", "angular"))
+    for spec in specs:
+        reg.add(spec)
+    return reg
+
+
+def test_probe_reports_wrong_output_shapes_and_types_once_each(registry):
+    reg = _registry(registry,
+                    Spec("enhancer", "tp-crop", lambda ctx: _Gain(crop=4), plugin="tp"),
+                    Spec("enhancer", "tp-ok", lambda ctx: _Gain(), plugin="tp"),
+                    Spec("enhancer", "tp-fn", lambda ctx: _forward, plugin="tp"),
+                    Spec("encoder", "tp-flat", lambda ctx: _FlatEncoder(), plugin="tp"),
+                    Spec("metric", "tp-scalar", lambda ctx: (lambda o, t: (o - t).abs().mean()), plugin="tp"),
+                    Spec("metric", "tp-ok", lambda ctx: (lambda o, t: (o - t).abs().mean((1, 2, 3))), plugin="tp"),
+                    Spec("loss", "tp-fn", lambda ctx: _forward, plugin="tp"))
+    lines = probe(reg, ["encoder", "enhancer", "loss", "metric"], plugins={"tp"})
+    assert len(lines) == 5, lines
+    by_name = {(line.split()[0], line.split("'")[1]): line for line in lines}
+    assert by_name["enhancer", "tp-crop"] == ("enhancer 'tp-crop' (plugin 'tp'): forward on input (2, 3, 32, 32) (paired with "
+                                  "encoder 'angular') returned (2, 3, 28, 32), expected (2, 3, 32, 32) (the input's shape)")
+    assert "its builder returned a function (_forward), not a piebench.Enhancer" in by_name["enhancer", "tp-fn"]
+    assert "returned a function (_forward), not a piebench.Loss" in by_name["loss", "tp-fn"]
+    assert "returned a vector of shape (8,), expected (2, D)" in by_name["encoder", "tp-flat"]
+    assert "returned shape (), expected (2,)" in by_name["metric", "tp-scalar"]
+    assert Prober(reg).problem(reg.get("enhancer", "tp-ok")) is None
+
+
+def test_probe_finds_nothing_wrong_with_the_built_ins(registry):
+    assert probe(registry, ["enhancer", "metric"]) == []

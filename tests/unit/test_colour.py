@@ -1,11 +1,16 @@
-"""ProPhoto RGB -> sRGB against colour-science and against an independent skimage computation."""
+"""piebench.colour: sRGB <-> XYZ <-> CIELAB in torch against scikit-image on real photos (values,
+round trips, gradients), and ProPhoto RGB -> sRGB against colour-science and an independent
+skimage computation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from skimage import color, data
 
-from piebench.data.colour import (
+from piebench import colour as pc
+from piebench.colour import (
     PROPHOTO_TO_SRGB,
     prophoto_to_srgb,
     rgb_to_xyz_matrix,
@@ -81,3 +86,108 @@ def test_matrix_rows_and_round_trip():
     assert PROPHOTO_TO_SRGB.sum(1) == pytest.approx([1, 1, 1], abs=1e-9)
     srgb = np.random.default_rng(2).uniform(0.05, 0.95, (8, 8, 3)).astype(np.float32)
     assert np.abs(prophoto_to_srgb(srgb_to_prophoto(srgb)) - srgb).max() < 1e-4
+
+
+# ------------------------------------------------------------------------------ torch CIELAB
+def _photo(name: str) -> np.ndarray:
+    """A real photo from skimage.data as float64 [H, W, 3] in [0, 1], plus its darkest corner."""
+    img = getattr(data, name)()[::2, ::2].astype(np.float64) / 255
+    img[:8, :8] *= 0.05  # deep shadows: sRGB's and CIELAB's linear segments
+    return img
+
+
+def _chw(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    return t[0].permute(1, 2, 0).double().numpy()
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_rgb_to_lab_equals_skimage_on_photos(name):
+    img = _photo(name)
+    ref = color.rgb2lab(img)
+    assert (ref[..., 0] < 8).any()  # the linear segment of f(t) is exercised
+    ours = _hwc(pc.rgb_to_lab(_chw(img)))
+    assert ours.dtype == np.float64 and np.abs(ours - ref).max() < 1e-9
+    # float32 input at float64 precision: the metric's path; float32 throughout: the loss's.
+    img32 = torch.from_numpy(img.astype(np.float32))
+    ref32 = color.rgb2lab(img32.double().numpy())
+    assert np.abs(_hwc(pc.rgb_to_lab(_chw(img32.numpy()), torch.float64)) - ref32).max() < 1e-9
+    assert np.abs(_hwc(pc.rgb_to_lab(_chw(img32.numpy()))) - ref32).max() < 5e-4
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_lab_to_rgb_equals_skimage_and_round_trips(name):
+    img = _photo(name)
+    lab = color.rgb2lab(img)
+    ours = _hwc(pc.lab_to_rgb(_chw(lab)))
+    assert np.abs(np.clip(ours, 0, 1) - color.lab2rgb(lab)).max() < 1e-6
+    assert np.abs(_hwc(pc.lab_to_rgb(pc.rgb_to_lab(_chw(img)))) - img).max() < 1e-12
+    lin = pc.srgb_to_linear(_chw(img))
+    assert np.abs(_hwc(pc.linear_to_srgb(lin)) - img).max() < 1e-12
+    xyz = pc.linear_to_xyz(lin)
+    assert np.abs(_hwc(xyz) - color.rgb2xyz(img)).max() < 1e-12
+    assert np.abs(_hwc(pc.lab_to_xyz(pc.xyz_to_lab(xyz))) - _hwc(xyz)).max() < 1e-12
+
+
+def test_delta_e_of_the_metric_equals_skimage_cie76():
+    from piebench.metrics import delta_e
+
+    a, b = _photo("astronaut")[:200, :200], _photo("coffee")[:200, :200]
+    ref = color.deltaE_cie76(color.rgb2lab(a), color.rgb2lab(b)).mean()
+    ours = delta_e(_chw(a.astype(np.float32)), _chw(b.astype(np.float32))).item()
+    ref32 = color.deltaE_cie76(color.rgb2lab(a.astype(np.float32).astype(np.float64)),
+                               color.rgb2lab(b.astype(np.float32).astype(np.float64))).mean()
+    assert ref > 10 and abs(ours - ref32) < 1e-9 and abs(ours - ref) < 1e-5
+
+
+def test_white_is_neutral_and_black_is_zero():
+    lab = pc.rgb_to_lab(torch.tensor([1.0, 0.0]).view(1, 1, 2, 1).expand(1, 3, 2, 1), torch.float64)
+    white, black = lab[0, :, 0, 0], lab[0, :, 1, 0]
+    assert white[0].item() == pytest.approx(100, abs=1e-3) and white[1:].abs().max() < 0.01
+    assert black.abs().max() < 1e-12
+
+
+def test_any_leading_shape_and_dtype():
+    x = torch.rand(2, 4, 3, 5, 6, generator=torch.Generator().manual_seed(1))
+    flat = pc.rgb_to_lab(x.view(8, 3, 5, 6))
+    assert pc.rgb_to_lab(x).shape == x.shape and torch.equal(pc.rgb_to_lab(x).view(8, 3, 5, 6), flat)
+    assert pc.rgb_to_lab(x[0, 0]).shape == (3, 5, 6)
+    assert pc.rgb_to_lab(x).dtype == torch.float32 and pc.rgb_to_lab(x, torch.float64).dtype == torch.float64
+    assert pc.rgb_to_lab((x * 255).to(torch.uint8)).dtype == torch.float32
+
+
+# Values on both sides of each switch: sRGB's 0.04045 (encoded) / 0.0031308 (linear) and
+# CIELAB's t = 0.008856 (L* = 8, sRGB 0.0922 for a grey); and out of range (< 0, > 1).
+_NEAR_SWITCHES = [-0.2, 0.0, 1e-4, 0.0400, 0.0410, 0.0915, 0.0930, 0.5, 1.0, 1.2]
+
+
+def test_gradients_are_correct_and_finite_across_the_switches():
+    v = torch.tensor(_NEAR_SWITCHES, dtype=torch.float64)
+    grid = torch.cat([torch.stack([v, v, v]), torch.stack([v, v.roll(3), v.roll(7)])], 1)  # greys, colours
+    grid = grid.view(1, 3, 1, -1).requires_grad_()
+    t_grey = pc.srgb_to_linear(torch.tensor([0.0915, 0.0930], dtype=torch.float64))
+    assert t_grey[0] < pc.LAB_EPSILON < t_grey[1]  # the greys straddle CIELAB's switch
+    assert torch.autograd.gradcheck(pc.rgb_to_lab, (grid,), eps=1e-7, atol=1e-6)
+    lab = pc.rgb_to_lab(grid.detach()).requires_grad_()
+    assert torch.autograd.gradcheck(pc.lab_to_rgb, (lab,), eps=1e-7, atol=1e-6)
+    lin = torch.tensor([-0.1, 0.0, 0.003, 0.0032, 0.5, 1.3], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(pc.linear_to_srgb, (lin,), eps=1e-7, atol=1e-6)
+    for x in (grid, torch.tensor([[[[-1.0]], [[0.0]], [[2.0]]]], requires_grad=True)):
+        x.grad = None
+        pc.rgb_to_lab(x).sum().backward()
+        assert torch.isfinite(x.grad).all()
+
+
+def test_every_lab_user_goes_through_the_colour_module():
+    """The metric, the lab-l1 loss, the histogram and lab-stats encoders and transfer share it."""
+    import piebench_plugins.encoders.histogram as hist
+    import piebench_plugins.encoders.lab_stats as stats
+    import piebench_plugins.enhancers.transfer as transfer
+    import piebench_plugins.losses.pixel as pixel
+
+    for module in (pixel, hist, stats, transfer):
+        assert module.rgb_to_lab is pc.rgb_to_lab, module.__name__
+    assert transfer.lab_to_rgb is pc.lab_to_rgb

@@ -46,7 +46,7 @@ def test_msm_paper_parameter_counts_match_the_official_code(registry):
     enc = _paper_on_meta(registry, "msm")
     transformer = count_parameters(enc.transformer) + count_parameters(enc.readout)
     style, content = count_parameters(enc.style), count_parameters(enc.content)
-    assert transformer == 50_924_032 and round(transformer / 1e6, 2) == 50.92  # REFERENCES: 50.92 M
+    assert transformer == 50_924_032 and round(transformer / 1e6, 2) == 50.92  # docs/models.md: 50.92 M
     # the official ResNet-18s carry torchvision's unused 1000-class classifier; ours leave it out
     assert style == 11_176_512 and round((style + TV_FC) / 1e6, 2) == 11.69
     assert content == 11_242_048 and round((content + TV_FC) / 1e6, 2) == 11.76

@@ -1,6 +1,6 @@
 """Fidelity metrics against reference libraries (skimage) on real photos with a real edit.
 
-Settings compared (REFERENCES.md, "Metric conventions"):
+Settings compared (docs/metrics.md):
 - psnr      == skimage.metrics.peak_signal_noise_ratio(data_range=1)
 - ssim      == skimage.metrics.structural_similarity(channel_axis=-1, gaussian_weights=True,
                sigma=1.5, use_sample_covariance=False, data_range=1)

@@ -9,8 +9,8 @@ import pathlib
 import numpy as np
 import pytest
 
+from piebench.colour import prophoto_to_srgb
 from piebench.data import fivek, prepared
-from piebench.data.colour import prophoto_to_srgb
 from piebench.data.fakefivek import FAKE_IDS, fake_photo, make_fake_fivek
 from piebench.data.fivek import prepare_fivek, split_480p, upe_split
 from piebench.data.prepared import load_store

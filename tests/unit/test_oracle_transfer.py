@@ -134,7 +134,8 @@ def test_oracle_params_carry_the_true_parameters_so_a_perfect_enhancer_steers_fu
 
 def test_lab_stats_and_lab_round_trip_match_skimage():
     from piebench_plugins.encoders.lab_stats import lab_stats
-    from piebench_plugins.enhancers.transfer import lab_to_rgb
+
+    from piebench.colour import lab_to_rgb
 
     img = _photos(2, 24)
     x = torch.from_numpy(img).permute(0, 3, 1, 2)

@@ -40,7 +40,7 @@ def test_small_parameter_count(registry):
     enc = MetricEncoder("angular")  # small defaults: 128-d, 64-channel maps
     sa = registry.get("enhancer", "sa").create(BuildContext(encoder=enc), "small")
     count = sum(p.numel() for p in sa.parameters())
-    assert 150_000 <= count <= 350_000  # REFERENCES: "a 0.23 M-parameter style-attention U-Net"
+    assert 150_000 <= count <= 350_000  # docs/models.md: "about 0.23 M parameters" (sa small)
     assert count == 227_628  # as documented in the module
 
 

@@ -52,7 +52,7 @@ def prefs(batch: int, dim: int, seed: int) -> Preference:
 
 def test_paper_encoder_matches_official_stylish_with_10_styles():
     # The official ``Stylish`` module holds the encoder *and* the 10 class proxies, so the
-    # 23,968,563 of REFERENCES.md is reproduced by the paper configuration built with num_users=10.
+    # 23,968,563 of the official code (docs/models.md) is reproduced by the paper configuration built with num_users=10.
     enc = build_star_encoder(BuildContext(num_users=10))
     assert n_params(enc) == 23_968_563
     assert n_params(enc.encoder) == 23_968_563 - 512 * 10

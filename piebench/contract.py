@@ -1,0 +1,229 @@
+"""What a registered builder must be and return, checked wherever a component is built.
+
+:func:`build_checked` is the one door through which the core builds a plugin's component: a
+builder whose signature cannot take ``build(ctx, **params)``, that crashes, or that returns
+the wrong type (a plain function where an :class:`~piebench.Enhancer` is due) is reported in
+one line naming the component and its plugin (:class:`~piebench.errors.PluginError`).
+:func:`probe` goes one step further for ``piebench list``: it builds the small configuration
+and runs the model on a tiny input, reporting an output of the wrong type or shape.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from .errors import PiebenchError, PluginError, UsageError
+from .interfaces import BuildContext, Encoder, Enhancer, Loss, Preference, RefSet, check_compatible
+
+#: What each kind's builder must return (metrics: a callable; datasets: a PieDataset).
+RETURNS = {"encoder": Encoder, "enhancer": Enhancer, "loss": Loss}
+_HOOK = {"encoder": "register_encoders", "enhancer": "register_enhancers", "loss": "register_losses",
+         "dataset": "register_datasets", "metric": "register_metrics"}
+
+
+def who(spec: Any) -> str:
+    """``enhancer 'sa' (plugin 'enhancer-sa')``: how every message names a component."""
+    return f"{spec.kind} '{spec.name}' (plugin '{spec.plugin}')"
+
+
+def _describe(obj: Any) -> str:
+    if obj is None:
+        return "None"
+    if inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isbuiltin(obj):
+        return f"a function ({getattr(obj, '__name__', '?')})"
+    if inspect.isclass(obj):
+        return f"the class {obj.__name__} (not an instance)"
+    return f"a {type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def check_signature(spec: Any, ctx: Any, params: dict, user_params: dict | None = None) -> None:
+    """Refuse a builder that cannot be called as ``build(ctx, **params)``.
+
+    The configuration's ``params`` are the plugin's own, so a mismatch there is the plugin's
+    fault (:class:`PluginError`); ``user_params`` (``--encoder-param`` and the like) that the
+    builder does not take are the user's (:class:`UsageError`).
+    """
+    try:
+        sig = inspect.signature(spec.build)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check before calling it
+        return
+    try:
+        sig.bind(ctx, **params)
+    except TypeError as err:
+        call = "build(ctx" + "".join(f", {k}=..." for k in params) + ")"
+        raise PluginError(f"{who(spec)} has a builder {getattr(spec.build, '__name__', '')}{sig} that cannot be "
+                          f"called as {call} ({err}); builders take the BuildContext first, see "
+                          f"piebench.hookspecs.{_HOOK[spec.kind]}") from None
+    if user_params:
+        try:
+            sig.bind(ctx, **{**params, **user_params})
+        except TypeError as err:
+            raise UsageError(f"{spec.kind} '{spec.name}' does not accept parameters {sorted(user_params)}: "
+                             f"{err}") from None
+
+
+def check_type(spec: Any, obj: Any) -> None:
+    """Refuse a built component of the wrong type, naming its plugin."""
+    if spec.kind in RETURNS:
+        want = RETURNS[spec.kind]
+        ok, what = isinstance(obj, want), f"a piebench.{want.__name__} (an nn.Module subclass)"
+    elif spec.kind == "metric":
+        ok, what = callable(obj), "a callable (output, target) -> [B]"
+    else:
+        from .data import PieDataset
+
+        ok, what = isinstance(obj, PieDataset), "a piebench.data.PieDataset"
+    if not ok:
+        raise PluginError(f"{who(spec)}: its builder returned {_describe(obj)}, not {what}; see "
+                          f"piebench.hookspecs.{_HOOK[spec.kind]}")
+
+
+def build_checked(spec: Any, ctx: Any = None, configuration: str | None = None,
+                  user_params: dict | None = None) -> Any:
+    """Build ``spec``'s component: configuration parameters plus ``user_params``, checked.
+
+    A library error the builder raises on purpose (``PiebenchError``: an unavailable metric, an
+    incompatible partner) passes through unchanged; any other crash becomes one line naming the
+    plugin.
+    """
+    ctx = ctx if ctx is not None else BuildContext()
+    params = spec.params(configuration)
+    check_signature(spec, ctx, params, user_params)
+    try:
+        obj = spec.build(ctx, **{**params, **(user_params or {})})
+    except PiebenchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a plugin bug: name the plugin, one line
+        raise PluginError(f"{who(spec)} failed to build: {type(err).__name__}: {err}") from err
+    check_type(spec, obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------------- probing
+_B, _N, _SIZE = 2, 2, 32
+
+
+def _refs() -> RefSet:
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(_B, _N, 3, _SIZE, _SIZE, generator=g)
+    return RefSet(targets=images, inputs=images.flip(-1), query=torch.rand(_B, 3, _SIZE, _SIZE, generator=g))
+
+
+def _ctx(**kw: Any) -> BuildContext:
+    return BuildContext(num_users=2, num_refs=_N, image_size=_SIZE, **kw)
+
+
+class Prober:
+    """Builds every component once at its small configuration and tries a tiny input.
+
+    :meth:`problem` returns one line for a component that breaks the contract, else None.
+    Components that cannot be built or run here for a legitimate reason (staged weights, a
+    dataset they read, a partner they need) are not reported: only wrong types and shapes are.
+    Datasets are never built here (they read or generate data); their builder's signature is
+    checked.
+    """
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+        self._encoders: dict[str, tuple[Encoder, Preference] | Exception] = {}
+
+    def problem(self, spec: Any) -> str | None:
+        try:
+            getattr(self, f"_{spec.kind}")(spec)
+        except PluginError as err:
+            return str(err)
+        except Exception:  # noqa: BLE001 - cannot be probed here (weights, data, partners)
+            return None
+        return None
+
+    def _encoder_run(self, name: str) -> tuple[Encoder, Preference]:
+        """The small encoder ``name`` and its preference for tiny references (raises if unusable)."""
+        if name not in self._encoders:
+            try:
+                self._encoders[name] = self._run_encoder(self.registry.get("encoder", name))
+            except Exception as err:  # noqa: BLE001 - kept, and raised again for every caller
+                self._encoders[name] = err
+        found = self._encoders[name]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    @staticmethod
+    def _run_encoder(spec: Any) -> tuple[Encoder, Preference]:
+        enc = build_checked(spec, _ctx())
+        with torch.no_grad():
+            pref = enc.eval()(_refs())
+        if not isinstance(pref, Preference):
+            raise PluginError(f"{who(spec)}: forward returned {_describe(pref)}, not a piebench.Preference")
+        vector = pref.vector
+        if not isinstance(vector, torch.Tensor) or vector.ndim != 2 or vector.shape[0] != _B:
+            shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else _describe(vector)
+            raise PluginError(f"{who(spec)}: forward on {_B} users x {_N} references of "
+                              f"{_SIZE}x{_SIZE} returned a vector of shape {shape}, expected ({_B}, D)")
+        return enc, pref
+
+    def _encoder(self, spec: Any) -> None:
+        self._encoder_run(spec.name)
+
+    def _partners(self, spec: Any) -> list[str]:
+        names = self.registry.names("encoder")
+        first = [n for n in (spec.meta.get("pairs_with"), "angular", "center", "star", "lab-stats") if n in names]
+        return list(dict.fromkeys([*first, *names]))
+
+    def _enhancer(self, spec: Any) -> None:
+        for partner in self._partners(spec):
+            try:
+                enc, pref = self._encoder_run(partner)
+            except Exception:  # noqa: BLE001 - that encoder is not usable here; try the next
+                continue
+            try:
+                enh = build_checked(spec, _ctx(encoder=enc))
+            except PluginError:
+                raise
+            except PiebenchError:  # refuses this partner: try the next
+                continue
+            if check_compatible(partner, enc, spec.name, enh):
+                continue
+            x = torch.rand(_B, 3, _SIZE, _SIZE, generator=torch.Generator().manual_seed(1))
+            with torch.no_grad():
+                out = enh.eval()(x, pref)
+            if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else _describe(out)
+                raise PluginError(f"{who(spec)}: forward on input {tuple(x.shape)} (paired with encoder "
+                                  f"'{partner}') returned {got}, expected {tuple(x.shape)} (the input's shape)")
+            return
+
+    def _loss(self, spec: Any) -> None:
+        encoder = None
+        for name in ("angular", "center", *self.registry.names("encoder")):
+            try:
+                encoder = self._encoder_run(name)[0]
+                break
+            except Exception:  # noqa: BLE001 - not usable here (or not installed): the next one
+                continue
+        loss = build_checked(spec, _ctx(encoder=encoder))
+        if loss.kind not in ("image", "embedding"):
+            raise PluginError(f"{who(spec)}: kind is {loss.kind!r}, expected 'image' or 'embedding'")
+
+    def _metric(self, spec: Any) -> None:
+        fn = build_checked(spec, BuildContext())
+        g = torch.Generator().manual_seed(2)
+        a, b = torch.rand(_B, 3, 64, 64, generator=g), torch.rand(_B, 3, 64, 64, generator=g)
+        out = torch.as_tensor(fn(a, b))
+        if out.shape != (_B,):
+            raise PluginError(f"{who(spec)}: on a batch of {_B} image pairs it returned shape {tuple(out.shape)}, "
+                              f"expected ({_B},) (one value per image)")
+
+    def _dataset(self, spec: Any) -> None:
+        check_signature(spec, _ctx(), spec.params(None))
+
+
+def probe(registry: Any, kinds: list[str], plugins: set[str] | None = None) -> list[str]:
+    """One line per component of ``kinds`` (of ``plugins`` only, when given) that breaks the
+    contract (see :class:`Prober`)."""
+    prober = Prober(registry)
+    return [line for kind in kinds for spec in registry.all(kind)
+            if (plugins is None or spec.plugin in plugins) and (line := prober.problem(spec))]

@@ -1,0 +1,92 @@
+"""The core's import graph, function-level imports included: no cycle beyond the one known.
+
+``distributed -> evaluate -> personalize -> train -> distributed`` is the cycle issue 12 removes
+(evaluation merge beside evaluation, full-resolution inference in its own module); until then
+this test is a ratchet: any other cycle, or a longer one, fails it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2] / "piebench"
+KNOWN = [{"piebench.distributed", "piebench.evaluate", "piebench.personalize", "piebench.train"}]
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in ROOT.rglob("*.py"):
+        parts = path.with_suffix("").relative_to(ROOT.parent).parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the piebench modules it imports anywhere in its body (relative or absolute)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                # ``from . import jsonio`` depends on the submodule, ``from . import hookimpl`` on the package
+                names = [f"{target}.{alias.name}" if f"{target}.{alias.name}" in graph else target
+                         for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[mod].update(n for n in names if n in graph and n != mod)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(comp)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_sees_function_level_imports():
+    graph = import_graph()
+    assert "piebench.plugins" in graph["piebench.config"]  # imported inside model_versions()
+    assert "piebench.colour" in graph["piebench.metrics.fidelity"]
+
+
+def test_no_import_cycle_but_the_known_one():
+    assert cycles(import_graph()) == KNOWN
+
+
+def test_a_cycle_is_found():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
