@@ -84,14 +84,21 @@ class CSRNet(Enhancer):
         return self.cond_net(self.condition_input(x))
 
     def forward(self, x: Tensor, pref: Preference | None = None) -> Tensor:
+        return self.apply_full_resolution(x, self.prepare_full_resolution(x, pref))
+
+    def prepare_full_resolution(self, x: Tensor, pref: Preference | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Everything before the full-resolution step: the GFM ``(scale, shift)`` of each 1x1 conv."""
         cond = self.condition(x, pref)
+        return [(getattr(self, f"cond_scale{i}")(cond)[:, :, None, None],
+                 getattr(self, f"cond_shift{i}")(cond)[:, :, None, None]) for i in (1, 2, 3)]
+
+    def apply_full_resolution(self, x: Tensor, gfm: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """The per-pixel base network on the full image: 1x1 conv, ``out * scale + shift + out``, ReLU."""
         out = x
-        for i, conv in enumerate((self.conv1, self.conv2, self.conv3), start=1):
+        for i, (conv, (scale, shift)) in enumerate(zip((self.conv1, self.conv2, self.conv3), gfm, strict=True)):
             out = conv(out)
-            scale = getattr(self, f"cond_scale{i}")(cond)[:, :, None, None]
-            shift = getattr(self, f"cond_shift{i}")(cond)[:, :, None, None]
             out = out * scale + shift + out
-            if i < 3:
+            if i < 2:
                 out = self.act(out)
         return out
 

@@ -141,7 +141,14 @@ class HDRNet(Enhancer):
         return None
 
     def forward(self, x: Tensor, pref: Preference | None = None) -> Tensor:
-        grid = self.coefficients(self.lowres(x), self.global_extra(pref))
+        return self.apply_full_resolution(x, self.prepare_full_resolution(x, pref))
+
+    def prepare_full_resolution(self, x: Tensor, pref: Preference | None = None) -> Tensor:
+        """Everything before the full-resolution step: the bilateral grid from the 256 px copy."""
+        return self.coefficients(self.lowres(x), self.global_extra(pref))
+
+    def apply_full_resolution(self, x: Tensor, grid: Tensor) -> Tensor:
+        """The per-pixel step on the full image: guide map, slicing, affine apply."""
         return slice_apply(grid, self.guide(x), x)
 
 
