@@ -87,13 +87,14 @@ def test_full_resolution_model_has_constant_flops_and_keeps_its_throughput():
 
 
 def test_peak_memory_grows_with_the_image():
-    rec = bench_enhancer("csrnet", sizes=parse_sizes("64x64,1024x1024"),
-                         settings=BenchSettings(repeats=1, warmup=0, flops=False))
+    rec = bench_enhancer("csrnet", sizes=parse_sizes("64x64,2048x2048"),
+                         settings=BenchSettings(repeats=1, warmup=0, flops=False, full_resolution=False))
     small, large = rec["results"]
     if large["peak_memory_mb"] is None:
         pytest.skip(f"peak memory unavailable here: {large['memory_method']}")
-    # csrnet small keeps 32-channel float maps of the full image: >= 32 * 4 B * 1 MP = 128 MB
-    assert large["peak_memory_mb"] > 100 and large["peak_memory_mb"] > 10 * max(small["peak_memory_mb"], 1)
+    # csrnet's inference keeps only its 3-channel float output at full size (the 32-channel maps
+    # are computed in cache-sized chunks): >= 3 * 4 B * 4.2 MP = 50 MB at 2048 x 2048
+    assert large["peak_memory_mb"] > 40 and large["peak_memory_mb"] > 10 * max(small["peak_memory_mb"], 1)
 
 
 def test_cli_prints_the_table_and_refuses_bad_sizes(tmp_path):
