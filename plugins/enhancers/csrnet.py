@@ -117,7 +117,7 @@ class CSRNet(Enhancer):
         b, c, h, w = x.shape
         n = h * w
         flat = x.reshape(b, c, n)
-        out = torch.empty(b, 3, n, dtype=x.dtype, device=x.device)
+        out = None  # allocated with the dtype the products come out in (bf16 under autocast)
         chunk = PIXEL_CHUNK if x.device.type == "cpu" else 1 << 22
         convs = (self.conv1, self.conv2, self.conv3)
         for k in range(b):
@@ -130,7 +130,10 @@ class CSRNet(Enhancer):
             for s in range(0, n, chunk):
                 t = torch.addmm(b1, w1, flat[k, :, s:s + chunk]).relu_()
                 t = torch.addmm(b2, w2, t).relu_()
-                torch.addmm(b3, w3, t, out=out[k, :, s:s + chunk])
+                t = torch.addmm(b3, w3, t)
+                if out is None:
+                    out = torch.empty(b, 3, n, dtype=t.dtype, device=x.device)
+                out[k, :, s:s + chunk] = t
         return out.view(b, 3, h, w)
 
 

@@ -167,10 +167,13 @@ class HDRNet(Enhancer):
         rows = max(1, PIXEL_CHUNK // w)
         if torch.is_grad_enabled() or x.device.type != "cpu" or rows >= h:
             return slice_apply(grid, self.guide(x), x)
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        out = None  # allocated with the dtype the bands come out in (autocast may change it)
         for r in range(0, h, rows):
             band = x[:, :, r:r + rows]
-            out[:, :, r:r + rows] = slice_apply(grid, self.guide(band), band, row0=r, height=h)
+            y = slice_apply(grid, self.guide(band), band, row0=r, height=h)
+            if out is None:
+                out = torch.empty(x.shape, dtype=y.dtype, device=x.device)
+            out[:, :, r:r + rows] = y
         return out
 
 
