@@ -16,12 +16,14 @@ __all__ = [
 ]
 
 
-def load_pretrained(name: str, path: str, configuration: str = "paper", device: str = "cpu"):
-    """A released single-style enhancer ``name`` with weights from ``path``, in eval mode.
+def load_pretrained(name: str, path: str, configuration: str = "paper", device: str = "cpu",
+                    kind: str = "enhancer"):
+    """A released enhancer (or, ``kind="encoder"``, style encoder) ``name`` with weights from ``path``, in eval mode.
 
-    The enhancer's plugin must register ``load_weights(module, path)`` in its meta; the result
-    is callable on ``[B, 3, H, W]`` float images in [0, 1].
+    The plugin must register ``load_weights(module, path)`` in its meta. An enhancer is callable
+    on ``[B, 3, H, W]`` float images in [0, 1] (``model(x)``, or ``model(x, pref)`` when it
+    consumes a preference); an encoder gives style codes with ``encoder.embed(images)``.
     """
     from .pretrained import load_pretrained as _load
 
-    return _load(name, path, configuration=configuration, device=device)
+    return _load(name, path, configuration=configuration, device=device, kind=kind)

@@ -14,6 +14,16 @@ through ``/proc/self/clear_refs`` minus the resident set before (Linux only; els
 the reset is refused, ``None``), measured over the warm-up and timed batches after freed heap
 memory is handed back (``malloc_trim``). The CPU figure is the memory the OS had to provide,
 allocator caching included, not a tensor count.
+
+Full-resolution step: an enhancer that splits its forward pass into
+``state = prepare_full_resolution(x, pref)`` (everything that sees a small copy of the image or
+only the preference) and ``apply_full_resolution(x, state)`` (the per-pixel work on the whole
+image: star's curves, lut3d's trilinear lookup, csrnet's 1x1 base network, hdrnet's slicing)
+gets that step timed on its own, in rounds interleaved with a plain copy of a large array
+(``copy_mb``, well beyond the last-level cache) that measures the machine's memory bandwidth in
+the same run. The bound is touching each pixel once: reading its input and writing its
+output (``2 x 3 x bytes per value``) at that bandwidth; ``full_res_vs_bound`` is the step's
+cost per pixel over that bound (1.0 = as fast as memory allows).
 """
 
 from __future__ import annotations
@@ -79,6 +89,8 @@ class BenchSettings:
     flops: bool = True
     seed: int = 0
     threads: int | None = None  # torch.set_num_threads for the measurement (None = leave as is)
+    full_resolution: bool = True  # time the full-resolution step against the bandwidth bound
+    copy_mb: int = 256  # size of the array copied to measure the memory bandwidth
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -269,6 +281,41 @@ def _autocast(device: str, amp: str | None) -> Any:
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
 
 
+def full_resolution_cost(enhancer: Any, x: torch.Tensor, pref: Preference, *, rounds: int, copy_mb: int,
+                         device: str, amp: str | None = None) -> dict[str, Any] | None:
+    """Time ``enhancer.apply_full_resolution`` on ``x`` interleaved with a ``copy_mb`` array copy.
+
+    Returns medians over ``rounds``: the step's ms and ns per pixel, the copy's bandwidth (GB/s,
+    bytes read + written), the bound of touching each pixel once at that bandwidth (ns per
+    pixel) and their ratio; None for an enhancer without the two-part forward.
+    """
+    prepare = getattr(enhancer, "prepare_full_resolution", None)
+    apply = getattr(enhancer, "apply_full_resolution", None)
+    if not (callable(prepare) and callable(apply)):
+        return None
+    timed = _timer(device)
+    n = max(1, copy_mb * 2 ** 20 // 4)
+    src = torch.full((n,), 0.5, device=device)
+    dst = torch.empty_like(src)
+    with torch.no_grad(), _autocast(device, amp):
+        state = prepare(x, pref)
+        apply(x, state)  # warm-up
+        dst.copy_(src)
+        t_step, t_copy = [], []
+        for _ in range(rounds):
+            t_copy.append(timed(lambda: dst.copy_(src)))
+            t_step.append(timed(lambda: apply(x, state)))
+    pixels = x.shape[0] * x.shape[2] * x.shape[3]
+    step_s, copy_s = float(np.median(t_step)), float(np.median(t_copy))
+    gb_s = 2 * n * 4 / copy_s / 1e9
+    bytes_per_px = 2 * 3 * x.element_size()  # read the input pixel, write the output pixel
+    bound_ns = bytes_per_px / gb_s
+    step_ns = step_s / pixels * 1e9
+    return {"full_res_ms": step_s * 1e3, "full_res_ns_per_px": step_ns, "copy_gb_s": gb_s,
+            "copy_mb": copy_mb, "bytes_per_px": bytes_per_px, "bound_ns_per_px": bound_ns,
+            "full_res_vs_bound": step_ns / bound_ns, "rounds": rounds}
+
+
 def bench_enhancer(enhancer_name: str, *, encoder_name: str | None = None, configuration: str = "small",
                    encoder_configuration: str | None = None, sizes: list[tuple[str, int, int]],
                    settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
@@ -321,7 +368,15 @@ def bench_enhancer(enhancer_name: str, *, encoder_name: str | None = None, confi
         if settings.flops:
             x1 = x[:1]
             flops = count_flops(lambda x1=x1: enhancer(x1, pref.take([0])))
+        full = None
+        if settings.full_resolution:
+            if progress:
+                progress(f"{enhancer_name} {label}: full-resolution step vs a {settings.copy_mb} MB copy")
+            _release_free_memory()
+            full = full_resolution_cost(enhancer, x, pref, rounds=settings.repeats, copy_mb=settings.copy_mb,
+                                        device=device, amp=settings.amp)
         results.append({
+            "full_resolution": full,
             "size": label, "height": h, "width": w, "megapixels": mp, "batch": settings.batch,
             "images_per_s": settings.batch / median_s, "mp_per_s": settings.batch * mp / median_s,
             "latency_ms": q, "median_ms": median_s * 1e3, "repeats": settings.repeats,
@@ -352,6 +407,7 @@ def _record(enhancer_name: str, configuration: str, enc_name: str | None, enc_co
         "settings": {"device": settings.device, "amp": settings.amp, "channels_last": settings.channels_last,
                      "compile": settings.compile, "batch": settings.batch, "repeats": settings.repeats,
                      "warmup": settings.warmup, "with_encoder": settings.with_encoder, "refs": settings.refs,
+                     "full_resolution": settings.full_resolution, "copy_mb": settings.copy_mb,
                      "ref_size": ref_size, "threads": torch.get_num_threads()},
         "parameters": params,
         "results": results,
@@ -406,12 +462,20 @@ def bench_table(record: dict[str, Any]) -> str:
             "GFLOPs/MP": "–" if r["gflops_per_mp"] is None else f"{r['gflops_per_mp']:.2f}",
             "peak MB": "–" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}",
         })
+        full = r.get("full_resolution")
+        if full:
+            rows[-1].update({"full-res ns/px": f"{full['full_res_ns_per_px']:.2f}",
+                             "bound ns/px": f"{full['bound_ns_per_px']:.2f} ({full['copy_gb_s']:.1f} GB/s)",
+                             "x bound": f"{full['full_res_vs_bound']:.1f}x"})
     s, enh, enc = record["settings"], record["enhancer"], record["encoder"]
     head = (f"{enh['name']} ({enh['configuration']}) on {s['device']}, {s['threads']} threads, batch {s['batch']}, "
             f"median of {s['repeats']} after {s['warmup']} warm-up; amp {s['amp'] or 'off'}, channels_last "
             f"{'on' if s['channels_last'] else 'off'}, compile {'on' if s['compile'] else 'off'}")
     p = record["parameters"]
     tail = f"parameters: enhancer {p['enhancer']:,}"
+    if any(r.get("full_resolution") for r in record["results"]):
+        tail = ("full-res: the per-pixel step alone; bound: reading and writing each pixel once at the bandwidth "
+                "of a large copy measured in the same run (interleaved)\n" + tail)
     if enc:
         tail += (f", encoder '{enc['name']}' {p['encoder']:,} "
                  f"({'included in' if enc['included_in_timing'] else 'excluded from'} the timing)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -232,7 +233,8 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
     if dataset:
         name, _, arg = dataset.partition(":")
         cfg["eval"]["dataset"] = name
-        cfg["eval"]["data"] = {"root": arg} if arg else {}
+        inherited = inherited_data(name, proto["eval"].get("data") or {})
+        cfg["eval"]["data"] = {**({"root": arg} if arg else {}), **inherited}
         cfg["overrides"].append(f"dataset={dataset}")
     if refs is not None:
         if refs < 1:
@@ -274,6 +276,41 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
     _validate_resolved(cfg)
     cfg["versions"] = model_versions(encoder, enhancer)
     return cfg
+
+
+def inherited_data(dataset: str, protocol_data: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's ``eval.data`` keys a dataset named with ``--dataset`` takes over.
+
+    A key is taken when the dataset's build function names it as a parameter whose default has
+    the same type as the protocol's value (or, with a default of None, whose annotation names
+    that type, as fivek's ``resolution: int | None``): ``resolution`` (an int for every image dataset)
+    carries over, so the smoke protocol stays at 64 px on ``folder:PATH``; keys that mean
+    something else there (pie-synth's user counts vs a folder's list of user names) or that it
+    does not take are dropped. ``resolution`` comes first; ``--set eval.data.KEY=...`` still
+    overrides any of them. An unknown dataset takes nothing (building it reports the name).
+    """
+    import inspect
+
+    from .plugins import get_registry
+
+    try:
+        params = inspect.signature(get_registry().get("dataset", dataset).build).parameters
+    except (PiebenchError, TypeError, ValueError):
+        return {}
+    out = {}
+    for key in sorted(protocol_data, key=lambda k: k != "resolution"):
+        p = params.get(key)
+        if key == "root" or p is None or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        value, default = protocol_data[key], p.default
+        if default is None:
+            named = re.findall(r"[A-Za-z_]+", str(p.annotation))
+            fits = type(value).__name__ in named
+        else:
+            fits = default is not p.empty and type(default) is type(value)
+        if fits:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def model_versions(encoder: str, enhancer: str) -> dict[str, str]:

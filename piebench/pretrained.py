@@ -1,10 +1,11 @@
-"""Released weights: read official checkpoint files and load a single-style enhancer for use.
+"""Released weights: read official checkpoint files and load an enhancer or an encoder for use.
 
 ``load_pretrained(name, path)`` builds the registered enhancer ``name`` and hands ``path`` to the
 ``load_weights(module, path)`` function its plugin registers in the spec's meta (what ``path``
 must be -- one file or a folder -- is documented by each plugin). The result is in eval mode and
 callable as ``model(x)`` on ``[B, 3, H, W]`` float images in [0, 1]; an enhancer that consumes a
-preference must be called as ``model(x, pref)``.
+preference must be called as ``model(x, pref)``. ``load_pretrained(name, path, kind="encoder")``
+does the same for a style encoder (StarEnhancer's): the encoder module itself, in eval mode.
 
 The helpers :func:`read_torch_file`, :func:`read_state_dict` and :func:`load_into` turn every
 problem with a weights file (missing, unreadable, keys or shapes that do not fit) into a one-line
@@ -85,23 +86,29 @@ class Pretrained(nn.Module):
         return self.enhancer(x, pref)
 
 
-def load_pretrained(name: str, path: str, configuration: str = "paper", device: str = "cpu") -> nn.Module:
-    """The registered enhancer ``name`` (configuration ``configuration``) with released weights from ``path``.
+def load_pretrained(name: str, path: str, configuration: str = "paper", device: str = "cpu",
+                    kind: str = "enhancer") -> nn.Module:
+    """The registered enhancer (or, ``kind="encoder"``, encoder) ``name`` with released weights from ``path``.
 
-    Returns a :class:`Pretrained` module in eval mode on ``device``. Raises UsageError for an
-    unknown name or configuration, an enhancer without a registered ``load_weights``, or a
-    missing / unreadable / ill-fitting weights file (the message names the file).
+    Enhancers come as a :class:`Pretrained` module, encoders as the encoder module itself
+    (``encoder.embed(images)`` gives style codes), in eval mode on ``device``. Raises UsageError
+    for an unknown name, kind or configuration, a plugin without a registered ``load_weights``,
+    or a missing / unreadable / ill-fitting weights file (the message names the file).
     """
     from .contract import build_checked
     from .interfaces import BuildContext
     from .plugins import get_registry
 
-    spec = get_registry().get("enhancer", name)
+    if kind not in ("enhancer", "encoder"):
+        raise UsageError(f"load_pretrained: kind must be 'enhancer' or 'encoder', got '{kind}'")
+    spec = get_registry().get(kind, name)
     load_weights = spec.meta.get("load_weights")
     if not callable(load_weights):
-        raise UsageError(f"enhancer '{name}' has no released weights to load (its plugin registers no load_weights)")
+        raise UsageError(f"{kind} '{name}' has no released weights to load (its plugin registers no load_weights)")
     if not pathlib.Path(path).exists():
         raise UsageError(f"weights not found: {path}")
-    module = build_checked(spec, BuildContext(), configuration)
+    module = build_checked(spec, BuildContext(num_users=1), configuration)
     load_weights(module, str(path))
+    if kind == "encoder":
+        return module.to(device).eval()
     return Pretrained(name, module).to(device).eval()

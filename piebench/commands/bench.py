@@ -26,6 +26,10 @@ from ..bench import BenchSettings, bench_enhancer, bench_table, parse_sizes, wri
 @click.option("--with-encoder", is_flag=True, help="Time the encoder too (references recomputed every batch).")
 @click.option("--threads", type=int, default=None, help="CPU threads for the measurement (default: torch's).")
 @click.option("--no-flops", is_flag=True, help="Skip the FLOP count (one extra forward per size).")
+@click.option("--no-full-res", is_flag=True,
+              help="Skip timing the full-resolution step against the memory-bandwidth bound.")
+@click.option("--copy-mb", type=click.IntRange(1), default=256, show_default=True,
+              help="Array size (MB) copied to measure the memory bandwidth for that bound.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="The record goes to RUNS_DIR/bench/.")
 @click.option("--no-record", is_flag=True, help="Print only; write no record.")
@@ -44,7 +48,7 @@ from ..bench import BenchSettings, bench_enhancer, bench_table, parse_sizes, wri
               help="--sampler: timed batches (and memory copies) per N (median reported).")
 @click.option("--no-train", is_flag=True, help="--sampler: skip the training-step timing.")
 def bench(enhancer, encoder, sizes, device, amp, channels_last, compile_, batch, configuration, encoder_config,
-          repeats, warmup, with_encoder, threads, no_flops, runs_dir, no_record, sampler_mode, protocols,
+          repeats, warmup, with_encoder, threads, no_flops, no_full_res, copy_mb, runs_dir, no_record, sampler_mode, protocols,
           refs_list, store_mode, store_crops, train_repeats, batches, no_train) -> None:
     """Images/s, MP/s, latency p50/p95, GFLOPs/MP and peak memory of ENHANCER's forward pass
     (or, with --sampler, the training sampler's batches/s)."""
@@ -56,7 +60,7 @@ def bench(enhancer, encoder, sizes, device, amp, channels_last, compile_, batch,
         raise click.UsageError("give --enhancer NAME (piebench list enhancers), or --sampler")
     settings = BenchSettings(device=device, amp=amp, channels_last=channels_last, compile=compile_, batch=batch,
                              repeats=repeats, warmup=warmup, with_encoder=with_encoder, flops=not no_flops,
-                             threads=threads)
+                             threads=threads, full_resolution=not no_full_res, copy_mb=copy_mb)
     record = bench_enhancer(enhancer, encoder_name=encoder, configuration=configuration,
                             encoder_configuration=encoder_config, sizes=parse_sizes(sizes), settings=settings,
                             progress=lambda msg: click.echo(msg, err=True))

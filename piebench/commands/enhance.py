@@ -13,7 +13,10 @@ from ..errors import UsageError
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None,
               help="A run directory from `piebench run` (its encoder reads --refs).")
 @click.option("--refs", type=click.Path(), default=None,
-              help="Folder of photos edited the way you like (or input/ + <edited>/ pairs).")
+              help="Folder of photos edited the way you like (or input/ + <edited>/ pairs); with --enhancer, "
+                   "photos in the target style of a released style-conditioned model (StarEnhancer).")
+@click.option("--style", type=int, default=None,
+              help="With --enhancer: target style K (from 1) stored with the released weights (StarEnhancer).")
 @click.option("--enhancer", default=None, help="Released single-style model instead of a run (needs --weights).")
 @click.option("--weights", type=click.Path(), default=None, help="Weights file or folder for --enhancer.")
 @click.option("--configuration", default="paper", show_default=True, help="Configuration of --enhancer.")
@@ -27,7 +30,7 @@ from ..errors import UsageError
 @click.option("--max-refs", type=click.IntRange(1), default=None, help="Use at most this many references.")
 @click.option("--max-size", type=click.IntRange(0), default=0, show_default=True,
               help="Shrink inputs to this long edge first (0 = full resolution).")
-def enhance(run_dir, refs, enhancer, weights, configuration, inputs, out, device, mode, tile, overlap, max_refs,
+def enhance(run_dir, refs, style, enhancer, weights, configuration, inputs, out, device, mode, tile, overlap, max_refs,
             max_size) -> None:
     """Enhance --input photos; write them to --out with the same names plus index.html (before/after)."""
     import torch
@@ -46,6 +49,8 @@ def enhance(run_dir, refs, enhancer, weights, configuration, inputs, out, device
 
     if bool(run_dir) == bool(enhancer):
         raise UsageError("give either --run RUN_DIR (with --refs) or --enhancer NAME --weights PATH")
+    if run_dir and style is not None:
+        raise UsageError("--style K picks a style stored with released weights (--enhancer); a run takes --refs")
     device = resolve_device(device)
     files = list_inputs(inputs)
     if run_dir:
@@ -59,14 +64,11 @@ def enhance(run_dir, refs, enhancer, weights, configuration, inputs, out, device
     else:
         if not weights:
             raise UsageError("--enhancer needs --weights PATH (the released weights file or folder)")
-        if refs:
-            raise UsageError("--refs is used with --run only; a released single-style model takes no references")
         from ..plugins import get_registry
-        from ..pretrained import load_pretrained
+        from ..released import load_released
 
-        model = load_pretrained(enhancer, weights, configuration=configuration, device=device)
-        if model.consumes:
-            raise UsageError(f"enhancer '{enhancer}' ({configuration}) needs a preference; train a run and use --run")
+        model = load_released(enhancer, weights, configuration=configuration, device=device, refs=refs, style=style,
+                              max_refs=max_refs)
         full = full_resolution_of(get_registry().get("enhancer", enhancer), model.enhancer)
         refset, models, title = None, None, f"{enhancer} ({weights})"
     full = {"auto": full, "full": True, "tile": False}[mode]

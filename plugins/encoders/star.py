@@ -205,12 +205,45 @@ class StarEncoder(Encoder):
         return Preference(vector=vector, mask=mask, source=source)
 
 
+    def stored_styles(self) -> Tensor:
+        """The trained styles ``[S, dim]``, L2-normalised: the centres of the official
+        ``embeddings.npy`` when it was loaded with the weights, else the normalised proxies."""
+        centres = getattr(self, "style_centres", None)
+        return centres if centres is not None else F.normalize(self.proxy.fc.detach().t(), p=2, dim=1)
+
+
 def load_official_encoder(encoder: StarEncoder, path: str) -> None:
-    """Load an official ``stylish.pth.tar`` (``{'state_dict': ...}``, ``module.`` keys) into ``encoder``."""
+    """Load an official ``stylish.pth.tar`` (``{'state_dict': ...}``, ``module.`` keys) into ``encoder``.
+
+    ``path`` is the file or the folder holding it (the official ``save_model/``). The proxy
+    table takes the checkpoint's number of styles (10 for the released model). When the folder
+    also holds ``embeddings.npy`` (the official ``fetch_embedding.py`` output, ``[styles, images,
+    dim]``), each style's normalised mean embedding -- the official test's target centre -- is
+    kept as ``encoder.style_centres`` for :meth:`StarEncoder.stored_styles`.
+    """
+    import os
+
     from piebench.pretrained import load_into, read_state_dict
 
-    load_into(encoder, read_state_dict(path), path)
+    folder = path if os.path.isdir(path) else None
+    if folder is not None:
+        path = os.path.join(folder, "stylish.pth.tar")
+    state = read_state_dict(path)
+    fc = state.get("proxy.fc")
+    if isinstance(fc, Tensor) and fc.dim() == 2 and fc.shape[0] == encoder.dim and fc.shape[1] != encoder.proxy.fc.shape[1]:
+        encoder.proxy = Proxy(encoder.dim, int(fc.shape[1]))
+    load_into(encoder, state, path)
     encoder.pretrained_from = f"official StarEnhancer checkpoint {path}"
+    encoder.style_centres = None
+    npy = os.path.join(folder, "embeddings.npy") if folder is not None else None
+    if npy is not None and os.path.isfile(npy):
+        try:
+            emb = np.load(npy, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"could not read {npy}: {err}") from None
+        if emb.ndim != 3 or emb.shape[2] != encoder.dim:
+            raise UsageError(f"{npy} must hold [styles, images, {encoder.dim}] embeddings, got {list(emb.shape)}")
+        encoder.style_centres = F.normalize(torch.from_numpy(emb.astype(np.float32)).mean(1), p=2, dim=1)
 
 
 def build_star_encoder(ctx: BuildContext, dim: int = 512, layers: Sequence[int] = (4, 4, 4, 4),

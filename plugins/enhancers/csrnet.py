@@ -31,6 +31,8 @@ from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Enhancer, Preference
 
 CONDITIONS = ("image", "concat", "preference")
+#: Pixels per chunk of the folded inference path (64 channels x 4 Ki pixels = 1 MB in float32).
+PIXEL_CHUNK = 1 << 12
 
 
 class Condition(nn.Module):
@@ -84,16 +86,55 @@ class CSRNet(Enhancer):
         return self.cond_net(self.condition_input(x))
 
     def forward(self, x: Tensor, pref: Preference | None = None) -> Tensor:
+        return self.apply_full_resolution(x, self.prepare_full_resolution(x, pref))
+
+    def prepare_full_resolution(self, x: Tensor, pref: Preference | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Everything before the full-resolution step: the GFM ``(scale, shift)`` of each 1x1 conv."""
         cond = self.condition(x, pref)
+        return [(getattr(self, f"cond_scale{i}")(cond)[:, :, None, None],
+                 getattr(self, f"cond_shift{i}")(cond)[:, :, None, None]) for i in (1, 2, 3)]
+
+    def apply_full_resolution(self, x: Tensor, gfm: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """The per-pixel base network on the full image: 1x1 conv, ``out * scale + shift + out``, ReLU.
+
+        Without gradients the modulation is folded into each sample's 1x1 weights and biases
+        (``conv(h) * (1 + s) + t`` = ``(W (1 + s)) h + (b (1 + s) + t)``; equal up to float
+        rounding) and the three layers run as matrix products over chunks of pixels that stay in
+        cache, so the 64-channel maps of a 4K image are never materialised.
+        """
+        if not torch.is_grad_enabled():
+            return self._apply_folded(x, gfm)
         out = x
-        for i, conv in enumerate((self.conv1, self.conv2, self.conv3), start=1):
+        for i, (conv, (scale, shift)) in enumerate(zip((self.conv1, self.conv2, self.conv3), gfm, strict=True)):
             out = conv(out)
-            scale = getattr(self, f"cond_scale{i}")(cond)[:, :, None, None]
-            shift = getattr(self, f"cond_shift{i}")(cond)[:, :, None, None]
             out = out * scale + shift + out
-            if i < 3:
+            if i < 2:
                 out = self.act(out)
         return out
+
+
+    def _apply_folded(self, x: Tensor, gfm: list[tuple[Tensor, Tensor]]) -> Tensor:
+        b, c, h, w = x.shape
+        n = h * w
+        flat = x.reshape(b, c, n)
+        out = None  # allocated with the dtype the products come out in (bf16 under autocast)
+        chunk = PIXEL_CHUNK if x.device.type == "cpu" else 1 << 22
+        convs = (self.conv1, self.conv2, self.conv3)
+        for k in range(b):
+            layers = []
+            for conv, (scale, shift) in zip(convs, gfm, strict=True):
+                g = 1 + scale[k].reshape(-1)
+                weight = conv.weight.reshape(conv.out_channels, conv.in_channels) * g[:, None]
+                layers.append((weight, (conv.bias * g + shift[k].reshape(-1))[:, None]))
+            (w1, b1), (w2, b2), (w3, b3) = layers
+            for s in range(0, n, chunk):
+                t = torch.addmm(b1, w1, flat[k, :, s:s + chunk]).relu_()
+                t = torch.addmm(b2, w2, t).relu_()
+                t = torch.addmm(b3, w3, t)
+                if out is None:
+                    out = torch.empty(b, 3, n, dtype=t.dtype, device=x.device)
+                out[k, :, s:s + chunk] = t
+        return out.view(b, 3, h, w)
 
 
 class CSRNetConditioned(CSRNet):

@@ -108,10 +108,19 @@ class CurveGuide(nn.Module):
         return g.clamp(0, 1)
 
 
-def slice_apply(grid: Tensor, guide: Tensor, x: Tensor) -> Tensor:
-    """Slice ``grid [B, 12, D, gh, gw]`` at every pixel (x, y, ``guide [B, H, W]``) and apply to ``x``."""
+#: Pixels per band of rows in the inference path (guide, slicing and apply stay in cache).
+PIXEL_CHUNK = 1 << 15
+
+
+def slice_apply(grid: Tensor, guide: Tensor, x: Tensor, row0: int = 0, height: int | None = None) -> Tensor:
+    """Slice ``grid [B, 12, D, gh, gw]`` at every pixel (x, y, ``guide [B, H, W]``) and apply to ``x``.
+
+    ``x`` may be the band of rows ``row0 .. row0 + H`` of an image ``height`` rows tall (the
+    slicing's y coordinates are the full image's).
+    """
     b, _, h, w = x.shape
-    ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h * 2 - 1
+    full_h = h if height is None else height
+    ys = (torch.arange(row0, row0 + h, device=x.device, dtype=x.dtype) + 0.5) / full_h * 2 - 1
     xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w * 2 - 1
     coords = torch.stack([xs.view(1, 1, w).expand(b, h, w), ys.view(1, h, 1).expand(b, h, w),
                           guide * 2 - 1], dim=-1).unsqueeze(1)  # [B, 1, H, W, (x, y, z)]
@@ -141,8 +150,31 @@ class HDRNet(Enhancer):
         return None
 
     def forward(self, x: Tensor, pref: Preference | None = None) -> Tensor:
-        grid = self.coefficients(self.lowres(x), self.global_extra(pref))
-        return slice_apply(grid, self.guide(x), x)
+        return self.apply_full_resolution(x, self.prepare_full_resolution(x, pref))
+
+    def prepare_full_resolution(self, x: Tensor, pref: Preference | None = None) -> Tensor:
+        """Everything before the full-resolution step: the bilateral grid from the 256 px copy."""
+        return self.coefficients(self.lowres(x), self.global_extra(pref))
+
+    def apply_full_resolution(self, x: Tensor, grid: Tensor) -> Tensor:
+        """The per-pixel step on the full image: guide map, slicing, affine apply.
+
+        Without gradients on the CPU the image is walked in bands of rows (about
+        :data:`PIXEL_CHUNK` pixels) so that the guide's 16 curve pieces and the slicing work on
+        cache-resident data; every pixel is computed by the same operations either way.
+        """
+        h, w = x.shape[-2:]
+        rows = max(1, PIXEL_CHUNK // w)
+        if torch.is_grad_enabled() or x.device.type != "cpu" or rows >= h:
+            return slice_apply(grid, self.guide(x), x)
+        out = None  # allocated with the dtype the bands come out in (autocast may change it)
+        for r in range(0, h, rows):
+            band = x[:, :, r:r + rows]
+            y = slice_apply(grid, self.guide(band), band, row0=r, height=h)
+            if out is None:
+                out = torch.empty(x.shape, dtype=y.dtype, device=x.device)
+            out[:, :, r:r + rows] = y
+        return out
 
 
 class HDRNetConditioned(HDRNet):

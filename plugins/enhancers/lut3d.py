@@ -106,8 +106,14 @@ class LUT3D(Enhancer):
         return self.classifier(x)
 
     def forward(self, x: Tensor, pref: Preference | None = None) -> Tensor:
-        w = self.weights(x, pref)
-        lut = torch.einsum("bk,kcdhw->bcdhw", w, self.luts)
+        return self.apply_full_resolution(x, self.prepare_full_resolution(x, pref))
+
+    def prepare_full_resolution(self, x: Tensor, pref: Preference | None = None) -> Tensor:
+        """Everything before the full-resolution step: the image-specific LUT ``[B, 3, D, D, D]``."""
+        return torch.einsum("bk,kcdhw->bcdhw", self.weights(x, pref), self.luts)
+
+    def apply_full_resolution(self, x: Tensor, lut: Tensor) -> Tensor:
+        """The per-pixel step on the full image: the trilinear lookup."""
         return trilinear_lut(lut, x)
 
 

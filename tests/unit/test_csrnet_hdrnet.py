@@ -221,3 +221,41 @@ def test_hdrnet_conditioned_reacts_to_the_preference_and_trains():
         model(x, Preference(vector=torch.randn(2, 3)))
     paper = build_hdrnet(BuildContext(), conditioned=True, pref_dim=512)
     assert n_params(paper) == 482_080 + 512 * 256
+
+
+def test_csrnet_folded_inference_equals_the_modulated_layers(monkeypatch):
+    """Without gradients GFM is folded into per-sample 1x1 weights and run over pixel chunks; the result
+    equals the layer-by-layer modulation (the training path) up to float rounding, per sample."""
+    import piebench_plugins.enhancers.csrnet as csr
+
+    monkeypatch.setattr(csr, "PIXEL_CHUNK", 100)  # many chunks, the last one partial
+    torch.manual_seed(3)
+    model = CSRNet().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape))
+    x = torch.rand(3, 3, 23, 29)
+    gfm = model.prepare_full_resolution(x)
+    with torch.no_grad():
+        folded = model.apply_full_resolution(x, gfm)
+    layered = model.apply_full_resolution(x, gfm)  # gradients on: the modulated layers
+    assert layered.requires_grad and not folded.requires_grad
+    torch.testing.assert_close(folded, layered.detach(), rtol=1e-5, atol=1e-6)
+    assert (folded[0] - folded[1]).abs().max() > 1e-3  # each sample its own modulation
+
+
+def test_hdrnet_banded_inference_equals_the_whole_image(monkeypatch):
+    """Without gradients the guide, slicing and apply run over bands of rows; the bits are the same."""
+    import piebench_plugins.enhancers.hdrnet as hd
+
+    monkeypatch.setattr(hd, "PIXEL_CHUNK", 5 * 31)  # bands of 5 rows, the last one partial
+    torch.manual_seed(4)
+    model = HDRNet(net_input_size=64, spatial_bin=8, luma_bins=4).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape))
+        x = torch.rand(2, 3, 23, 31)
+        grid = model.prepare_full_resolution(x)
+        banded = model.apply_full_resolution(x, grid)
+        whole = slice_apply(grid, model.guide(x), x)
+    assert torch.equal(banded, whole) and (whole - x).abs().max() > 1e-3
