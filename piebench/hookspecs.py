@@ -49,7 +49,7 @@ def register_metrics(register):
 
     ``build()`` returns a callable ``(output, target) -> [B]`` on float images in [0, 1], or
     raises :class:`piebench.errors.PiebenchError` saying why it is unavailable (e.g. LPIPS
-    without its staged AlexNet weights). ``meta`` may set ``higher_is_better``.
+    when its AlexNet weights cannot be had). ``meta`` may set ``higher_is_better``.
     """
 
 

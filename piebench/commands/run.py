@@ -33,7 +33,7 @@ def positive_int(ctx: click.Context, param: click.Parameter, value: int | None) 
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--set", "sets", multiple=True, help="Override any config key: KEY=VALUE (e.g. train.batch_users=2).")
 @click.option("--blind", is_flag=True, help="Blind twin: the enhancer gets a learned constant preference.")
-@click.option("--pretrained", is_flag=True, help="Start backbones from staged ImageNet weights ($TORCH_HOME).")
+@click.option("--pretrained", is_flag=True, help="Start backbones from torchvision ImageNet weights ($TORCH_HOME; fetched once).")
 @click.option("--encoder-config", default=None, help="Encoder configuration (small, paper, ...).")
 @click.option("--enhancer-config", default=None, help="Enhancer configuration (small, paper, ...).")
 @click.option("--resume", is_flag=True,
