@@ -9,7 +9,7 @@ import click
 from ..plugins import get_manager
 
 _KINDS = {"encoders": "encoder", "enhancers": "enhancer", "losses": "loss", "datasets": "dataset",
-          "metrics": "metric"}
+          "metrics": "metric", "loggers": "logger"}
 
 
 def count_parameters(spec, configuration: str) -> int | None:
@@ -44,7 +44,7 @@ def count_parameters(spec, configuration: str) -> int | None:
 
 @click.command("list")
 @click.argument("what", required=False, default="all",
-                type=click.Choice(["all", "encoders", "enhancers", "losses", "datasets", "metrics", "plugins"]))
+                type=click.Choice(["all", "encoders", "enhancers", "losses", "datasets", "metrics", "loggers", "plugins"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--params/--no-params", default=None,
               help="Count parameters of small and paper configurations (default: on with --json for models).")
