@@ -67,6 +67,14 @@ class Launcher:
                                                                           and self.max_parallel < 1):
             raise UsageError("--gpus-per-job must be >= 0, --cpus-per-job, --timeout-min and --max-parallel >= 1")
 
+    def check_available(self) -> None:
+        """A UsageError when this launcher cannot work here (Slurm's commands missing)."""
+        import shutil
+
+        if self.kind == "slurm" and (shutil.which("srun") is None or shutil.which("sbatch") is None):
+            raise UsageError("--launcher slurm needs Slurm's sbatch and srun on PATH: run the sweep on the "
+                             "cluster's login node, or use --launcher local")
+
 
 def parse_slurm_opts(items: list[str]) -> dict[str, str]:
     """``["exclude=node3", "mail-type=END"]`` -> {"exclude": "node3", "mail_type": "END"}."""
@@ -84,17 +92,13 @@ def make_executor(launcher: Launcher, folder: str | Path) -> Any:
     """The submitit executor for ``launcher``, its parameters set (nothing is submitted)."""
     import submitit
 
+    launcher.check_available()
     folder = Path(folder)
     if launcher.kind == "local":
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=launcher.timeout_min, gpus_per_node=launcher.gpus,
                                    tasks_per_node=1)
         return executor
-    import shutil
-
-    if shutil.which("srun") is None or shutil.which("sbatch") is None:
-        raise UsageError("--launcher slurm needs Slurm's sbatch and srun on PATH: run the sweep on the cluster's "
-                         "login node, or use --launcher local")
     executor = submitit.SlurmExecutor(folder=folder)
     extra = dict(launcher.slurm_opts)
     for key in ("account", "qos", "constraint"):

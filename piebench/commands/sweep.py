@@ -65,6 +65,7 @@ def sweep(encoders, enhancers, protocol, seeds, cross, steps, sets, runs_dir, bl
         spec = Launcher(kind=launcher, gpus=gpus_per_job, cpus=cpus_per_job, mem_gb=mem_gb, timeout_min=timeout_min,
                         partition=partition, account=account, qos=qos, slurm_opts=parse_slurm_opts(list(slurm_opts)),
                         max_parallel=max_parallel)
+        spec.check_available()  # before any planning or training
     items = run_sweep(protocol, split_list(encoders), split_list(enhancers), seeds=parse_seeds(seeds), cross=cross,
                       steps=steps, sets=list(sets), runs_dir=runs_dir, blind_twins=blind_twins, device=device,
                       progress=progress, echo=_echo, launcher=spec)
