@@ -181,7 +181,7 @@ def _job_failure(job: Any, err: BaseException) -> str:
 def run_jobs(pending: list[tuple[Any, dict]], launcher: Launcher, runs_dir: str | Path,
              echo: Callable[[str], None] = print, poll_s: float = 0.5) -> None:
     """Run each ``(SweepItem, cfg)`` as a job and fill in the items' status, run dir and record."""
-    from .runs import find_runs, load_record
+    from .runs import find_runs
 
     runs_dir = Path(runs_dir)
     todo = []
@@ -202,6 +202,33 @@ def run_jobs(pending: list[tuple[Any, dict]], launcher: Launcher, runs_dir: str 
                                       else len(pending))
     queue = list(pending)
     running: list[tuple[Any, Any]] = []
+    try:
+        _drive(executor, queue, running, limit, launcher, runs_dir, echo, poll_s)
+    except KeyboardInterrupt:
+        from .errors import RunFailed
+
+        ids = " ".join(str(job.job_id) for _, job in running)
+        if launcher.kind == "local":
+            import signal
+
+            # our processes: SIGTERM, which each job's controller forwards to its run, which
+            # checkpoints at the end of its step and stops
+            for _, job in running:
+                proc = getattr(job, "_process", None)
+                proc.send_signal(signal.SIGTERM) if proc is not None else job.cancel()
+            err = RunFailed("sweep interrupted; its jobs were told to stop at their next step (checkpointed); "
+                            "rerun the same command to resume them")
+        else:
+            err = RunFailed(f"sweep interrupted; its Slurm jobs keep running ({ids}; cancel with scancel {ids}); "
+                            "rerun the same command later to collect them")
+        err.exit_code = 130
+        raise err from None
+
+
+def _drive(executor: Any, queue: list, running: list, limit: int, launcher: Launcher, runs_dir: Path,
+           echo: Callable[[str], None], poll_s: float) -> None:
+    from .runs import load_record
+
     while queue or running:
         while queue and len(running) < limit:
             item, cfg = queue.pop(0)
@@ -232,11 +259,15 @@ def _tag(item: Any) -> str:
 
 
 def _worker(cfg_path: str, runs_dir: str) -> None:
-    """Entry point of each torchrun process of a several-GPU job."""
+    """Entry point of each torchrun process of a several-GPU job: errors are one line in the job's log."""
     from .runner import run_experiment
 
     cfg = json.loads(Path(cfg_path).read_text())
-    run_experiment(cfg, runs_dir, resume=True, progress=False)
+    try:
+        run_experiment(cfg, runs_dir, resume=True, progress=False)
+    except PiebenchError as err:
+        print(f"piebench: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":  # python -m piebench.launch CONFIG.json RUNS_DIR (under torchrun)
