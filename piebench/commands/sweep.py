@@ -61,6 +61,15 @@ def sweep(encoders, enhancers, protocol, seeds, cross, steps, sets, runs_dir, bl
     from ..launch import Launcher, parse_slurm_opts
 
     spec = None
+    given = {"--gpus-per-job": gpus_per_job != 0, "--cpus-per-job": cpus_per_job != 1, "--mem-gb": mem_gb is not None,
+             "--timeout-min": timeout_min != 24 * 60, "--partition": partition is not None,
+             "--account": account is not None, "--qos": qos is not None, "--slurm-opt": bool(slurm_opts),
+             "--max-parallel": max_parallel is not None}
+    if launcher != "slurm" and any(given[k] for k in ("--mem-gb", "--partition", "--account", "--qos", "--slurm-opt")):
+        raise click.UsageError("--mem-gb, --partition, --account, --qos and --slurm-opt are Slurm options: add "
+                               "--launcher slurm")
+    if launcher == "inline" and any(given.values()):
+        raise click.UsageError(f"{', '.join(k for k, v in given.items() if v)}: only with --launcher local or slurm")
     if launcher != "inline":
         spec = Launcher(kind=launcher, gpus=gpus_per_job, cpus=cpus_per_job, mem_gb=mem_gb, timeout_min=timeout_min,
                         partition=partition, account=account, qos=qos, slurm_opts=parse_slurm_opts(list(slurm_opts)),

@@ -70,3 +70,17 @@ def test_several_gpus_train_under_torchrun_and_preemption_requeues_the_same_run(
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert isinstance(again.function, SweepJob) and again.function.cfg == {"seed": 3}
     assert Path(again.function.runs_dir) == tmp_path / "runs" and again.function.gpus == 2
+
+
+def test_job_options_without_a_launcher_are_refused_before_anything_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from piebench.cli import cli
+
+    runs = tmp_path / "runs"
+    for args, says in ((["--partition", "gpu"], "Slurm options: add --launcher slurm"),
+                       (["--launcher", "local", "--qos", "high"], "Slurm options: add --launcher slurm"),
+                       (["--max-parallel", "3"], "--max-parallel: only with --launcher local or slurm")):
+        res = CliRunner().invoke(cli, ["sweep", "--encoders", "lab-stats", "--runs-dir", str(runs), *args])
+        assert res.exit_code == 2 and says in res.output, res.output
+    assert not runs.exists()
