@@ -149,11 +149,9 @@ def reference_count_curve(comps: Any, cfg: dict, run_dir: Path, *, pairs: bool, 
         points.append(point)
     out: dict[str, Any] = {"points": points, "skipped": skipped}
     if points:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from .figures import legend_outside, new_figure, save
 
-        fig = Figure(figsize=(4.5, 3.2), dpi=120)
-        FigureCanvasAgg(fig)
+        fig = new_figure(480, 340)
         ax = fig.add_subplot(1, 1, 1)
         for group in ("seen", "unseen"):
             xs = [p["refs"] for p in points if group in p]
@@ -161,9 +159,8 @@ def reference_count_curve(comps: Any, cfg: dict, run_dir: Path, *, pairs: bool, 
                 ax.plot(xs, [p[group] for p in points if group in p], marker="o", label=f"{group} users")
         ax.set_xlabel("references per preference (N)")
         ax.set_ylabel("PSNR (dB)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(run_dir / "refs_curve.png", format="png")
+        legend_outside(ax)
+        save(fig, run_dir / "refs_curve.png")
         out["figure"] = "refs_curve.png"
     return out
 

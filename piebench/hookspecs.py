@@ -92,19 +92,32 @@ def register_metrics(register):
     ``build(ctx: BuildContext, **params)`` returns a callable ``(output, target) -> [B]`` on
     float images ``[B, 3, H, W]`` in [0, 1] (``ctx`` is a default :class:`piebench.BuildContext`;
     accept and ignore it), or raises :class:`piebench.errors.PiebenchError` saying why it is
-    unavailable (e.g. LPIPS without its staged AlexNet weights). ``meta`` may set
+    unavailable (e.g. LPIPS when its AlexNet weights cannot be had). ``meta`` may set
     ``higher_is_better`` and ``variant`` (which convention it follows).
     """
 
 
 @hookspec
-def on_run_start(run):
-    """A run is about to train: ``run`` has ``config``, ``run_dir`` and ``record``."""
+def register_loggers(register):
+    """Register experiment trackers that ``piebench run --log NAME`` switches on.
+
+    ``build(ctx)`` checks the tracker can work (e.g. its package is installed; raise
+    :class:`piebench.errors.UsageError` saying how to install it) before anything is written.
+    The tracker itself is the plugin's lifecycle hooks below: they act only for runs whose
+    ``run.loggers`` contains NAME.
+    """
 
 
 @hookspec
-def on_step_end(run, stage, step, losses):
-    """A training step ended: ``stage`` name, global ``step``, ``losses`` {term: float}."""
+def on_run_start(run):
+    """A run is about to train: ``run`` has ``config``, ``run_dir``, ``record`` and ``loggers``
+    (the names given with ``--log``)."""
+
+
+@hookspec
+def on_step_end(run, stage, step, losses, lrs):
+    """A training step ended: ``stage`` name, global ``step``, ``losses`` {term: float} (plus
+    ``time_s``), ``lrs`` {parameter group: learning rate used by this step}."""
 
 
 @hookspec

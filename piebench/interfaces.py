@@ -197,7 +197,7 @@ class BuildContext:
     image_size: training resolution (square crops).
     encoder: the already-built encoder, for enhancers (``dim``, ``map_channels``) and for losses
         that need it (``embedding-l1``). None when building an encoder.
-    pretrained: load staged ImageNet weights where the paper does (``--pretrained``).
+    pretrained: load torchvision ImageNet weights where the paper does (``--pretrained``).
     dataset: the dataset object (oracle encoders read users' true parameters); may be None.
     """
 

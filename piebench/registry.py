@@ -1,4 +1,4 @@
-"""The typed registry: every encoder, enhancer, loss, dataset and metric by name."""
+"""The typed registry: every encoder, enhancer, loss, dataset, metric and logger by name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import UsageError, did_you_mean
 
-KINDS = ("encoder", "enhancer", "loss", "dataset", "metric")
+KINDS = ("encoder", "enhancer", "loss", "dataset", "metric", "logger")
 
 
 @dataclass(frozen=True)

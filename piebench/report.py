@@ -54,12 +54,9 @@ def _array_png(img: np.ndarray, min_side: int = 96) -> bytes:
 
 
 def _fig_png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
+    from .figures import png_bytes
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 # -- per-run pieces ---------------------------------------------------------------------------------
@@ -76,14 +73,13 @@ def training_curves(run_dir: Path) -> bytes | None:
             continue
     if not entries:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from .figures import FONT_PT, legend_outside, new_figure
 
     skip = {"step", "stage", "time_s"}
-    terms = sorted({k for e in entries for k, v in e.items() if k not in skip and isinstance(v, int | float)})
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    terms = sorted({k for e in entries for k, v in e.items()
+                    if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)})
+    fig = new_figure(560, 340)  # the legend goes to the right of the axes
+    ax = fig.add_subplot(1, 1, 1)
     steps = [e["step"] for e in entries]
     for term in terms:
         xs = [s for s, e in zip(steps, entries, strict=True) if term in e]
@@ -93,12 +89,16 @@ def training_curves(run_dir: Path) -> bytes | None:
         if entries[i].get("stage") != entries[i - 1].get("stage"):
             ax.axvline(entries[i]["step"] - 0.5, color="grey", ls=":", lw=1)
     values = [e[t] for e in entries for t in terms if t in e]
-    if values and min(values) > 0:
+    if values and min(values) > 0 and max(values) / min(values) > 10:  # log only when it spans a decade
+        from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("step")
     ax.set_ylabel("weighted loss")
-    ax.set_title("training curves (dotted: stage boundary)")
-    ax.legend(fontsize=7)
+    ax.set_title("training curves (dotted: stage boundary)", fontsize=FONT_PT + 1)
+    legend_outside(ax, title="loss term")
     return _fig_png(fig)
 
 
@@ -112,7 +112,34 @@ def _figures(run_dir: Path, record: dict) -> list[dict[str, str]]:
     for name, rel in figs.items():
         path = run_dir / rel
         if path.suffix.lower() == ".png" and path.is_file():
-            out.append({"title": name.replace("_", " "), "src": png_data_uri(path.read_bytes())})
+            out.append(_figure_entry(name.replace("_", " "), path.read_bytes()))
+    return out
+
+
+def _figure_entry(title: str, png: bytes) -> dict[str, Any]:
+    """A figure for the template: shown at its natural size; ``min_text_px`` as recorded by
+    :func:`piebench.figures.save` (empty for a PNG made elsewhere)."""
+    from .figures import min_text_px
+
+    px = min_text_px(png)
+    return {"title": title, "src": png_data_uri(png), "min_text_px": f"{px:.1f}" if px else ""}
+
+
+#: Width at which the before/after view shows each photo (CSS pixels).
+BEFORE_AFTER_PX = 300
+
+
+def before_after(grid: dict[str, Any]) -> list[dict[str, str]]:
+    """Per user of the image grid, the first photo with that user's target and output:
+    {"user", "photo", "input", "target", "output"} (images as data URIs)."""
+    out = []
+    for i, user in enumerate(grid.get("users") or []):
+        for row in grid.get("rows") or []:
+            target, output = row["targets"][i], row["outputs"][i]
+            if target and output:
+                out.append({"user": user, "photo": row["photo"], "input": row["input"], "target": target,
+                            "output": output})
+                break
     return out
 
 
@@ -207,11 +234,13 @@ def run_section(run_dir: Path, record: dict, photos: int = 3, max_users: int = 6
         "alarms": (record.get("metrics") or {}).get("alarms", []),
         "notes": record.get("notes", []),
         "headers": headers, "rows": rows, "figures": _figures(run_dir, record),
-        "curves": png_data_uri(curves) if curves else None, "grid": None, "grid_error": None,
+        "curves": _figure_entry("training curves", curves) if curves else None, "grid": None, "grid_error": None,
+        "before_after": [], "before_after_px": BEFORE_AFTER_PX,
     }
     if photos > 0:
         try:
             section["grid"] = image_grid(run_dir, photos, max_users, device)
+            section["before_after"] = before_after(section["grid"])
         except Exception as err:  # noqa: BLE001 - a report must still render without the grid
             section["grid_error"] = f"{type(err).__name__}: {err}"
             print(f"piebench: warning: image grid of {run_dir} not drawn: {err}", file=sys.stderr)
@@ -270,7 +299,7 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
     html = env.get_template("report.html").render(
         title=f"piebench report: {protocol}", protocol=protocol, tables=tables, runs=sections,
         generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), version=__version__,
-        command=command, runs_root=str(root))
+        command=command, runs_root=str(root), ba_px=BEFORE_AFTER_PX)
     out = Path(out_dir) / "index.html"
     atomic_write_text(out, html)
     out.chmod(0o644)  # a page to share, not a private temp file

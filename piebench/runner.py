@@ -46,11 +46,13 @@ from .runs import (
 
 @dataclass
 class RunContext:
-    """What lifecycle hooks receive: the resolved config, the run directory, the record."""
+    """What lifecycle hooks receive: the resolved config, the run directory, the record, and the
+    experiment trackers switched on with ``--log`` (a tracker plugin acts only when named here)."""
 
     config: dict[str, Any]
     run_dir: Path
     record: dict[str, Any]
+    loggers: tuple[str, ...] = ()
 
 
 def _plugins_used(cfg: dict, registry: Any) -> dict[str, Any]:
@@ -105,13 +107,23 @@ def prepare(cfg: dict, device: str) -> tuple[Components, Any, dict, dict]:
     return comps, metrics, unavailable, manifest
 
 
+def check_loggers(names: Any) -> tuple[str, ...]:
+    """The ``--log`` names, each a registered logger that can work here (else a UsageError)."""
+    names = tuple(dict.fromkeys(str(n) for n in names or ()))
+    registry = get_manager().registry
+    for name in names:
+        registry.get("logger", name).create()  # unknown name / package missing -> one line
+    return names
+
+
 def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, resume_from: str | None = None,
-                   progress: bool = True) -> tuple[Path, dict]:
+                   progress: bool = True, loggers: Any = ()) -> tuple[Path, dict]:
     """Train and evaluate ``cfg``; returns the run directory and the final record.
 
     Under ``torchrun`` every rank calls this (see :mod:`piebench.distributed`): rank 0 picks the
     run directory and writes every file; all ranks train on their shard of each global batch and
     evaluate their share of the manifest; ranks > 0 return the record without metrics.
+    ``loggers`` names the experiment trackers to switch on (``--log``, see :func:`check_loggers`).
     """
     from .data.device_store import build_sampler
     from .distributed import setup as setup_distributed
@@ -119,6 +131,7 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
     from .train import Trainer, latest_checkpoint
 
     runs_dir = Path(runs_dir)
+    loggers = check_loggers(loggers)
     dist = setup_distributed(resolve_device(cfg["device"]))  # one process unless started by torchrun
     device = dist.device
     key = C.run_key(cfg)
@@ -164,7 +177,7 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
             if fresh and dist.is_main:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        ctx = RunContext(config=cfg, run_dir=run_dir, record=record)
+        ctx = RunContext(config=cfg, run_dir=run_dir, record=record, loggers=loggers)
         hook = get_manager().hook
         pairs = "inputs" in comps.encoder.requires
         sampler = build_sampler(comps.dataset, cfg, device=device, pairs=pairs)  # store on the device if it fits

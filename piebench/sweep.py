@@ -172,8 +172,13 @@ def _execute(item: SweepItem, cfg: dict, runs_dir: Path, progress: bool, echo: C
 
 def sweep(protocol: str, encoders: list[str], enhancers: list[str], *, seeds: list[int], cross: bool = False,
           steps: int | None = None, sets: list[str] = (), runs_dir: str | Path = "runs", blind_twins: bool = False,
-          device: str = "cpu", progress: bool = False, echo: Callable[[str], None] = print) -> list[SweepItem]:
-    """Run a grid (or ``cross``) of encoder/enhancer pairs over ``seeds``; see :func:`plan_pairs`."""
+          device: str = "cpu", progress: bool = False, echo: Callable[[str], None] = print,
+          launcher: Any = None) -> list[SweepItem]:
+    """Run a grid (or ``cross``) of encoder/enhancer pairs over ``seeds``; see :func:`plan_pairs`.
+
+    Without ``launcher`` the runs happen one after another in this process; with a
+    :class:`piebench.launch.Launcher` each is a submitit job (local processes or Slurm jobs).
+    """
     from .plugins import get_manager
 
     registry = get_manager().registry
@@ -188,6 +193,14 @@ def sweep(protocol: str, encoders: list[str], enhancers: list[str], *, seeds: li
     checker = PairChecker(make)
     runs_dir = Path(runs_dir)
     items: list[SweepItem] = []
+    pending: list[tuple[SweepItem, dict]] = []  # for the launcher: every job is submitted after planning
+
+    def submit(item: SweepItem, cfg: dict) -> None:
+        if launcher is None:
+            _execute(item, cfg, runs_dir, progress, echo)
+        else:
+            pending.append((item, cfg))
+
     twins: dict[tuple[str, str], list[tuple[SweepItem, SweepItem]]] = {}
     for enc, enh, why in plan_pairs(encoders, enhancers, cross, checker):
         for seed in seeds:
@@ -196,19 +209,26 @@ def sweep(protocol: str, encoders: list[str], enhancers: list[str], *, seeds: li
             if why:
                 item.status, item.reason = "incompatible", why
                 continue
-            _execute(item, make(enc, enh, seed), runs_dir, progress, echo)
+            submit(item, make(enc, enh, seed))
             consumes = registry.get("enhancer", enh).meta.get("consumes")
             if blind_twins and item.status != "failed" and consumes != [] and not checker.trainable.get((enc, enh), True):
                 item.extra["twin_note"] = "no blind twin: the enhancer has nothing to train, so its constant would stay random"
             elif blind_twins and item.status != "failed" and consumes != []:
                 twin = SweepItem(enc, enh, seed, blind=True)
                 items.append(twin)
-                _execute(twin, make(enc, enh, seed, blind=True), runs_dir, progress, echo)
-                if twin.run_dir is not None and item.run_dir is not None:
-                    twins.setdefault((enc, enh), []).append((item, twin))
+                submit(twin, make(enc, enh, seed, blind=True))
+                twins.setdefault((enc, enh), []).append((item, twin))
+    if launcher is not None:
+        from .launch import run_jobs
+
+        run_jobs(pending, launcher, runs_dir, echo)
     for pairs in twins.values():  # one gain per configuration, over its seeds and the test scenes
-        gain = blind_gain([it.run_dir for it, _ in pairs], [tw.run_dir for _, tw in pairs])
-        for it, _ in pairs:
+        done = [(it, tw) for it, tw in pairs if it.run_dir is not None and tw.run_dir is not None
+                and "failed" not in (it.status, tw.status)]
+        if not done:
+            continue
+        gain = blind_gain([it.run_dir for it, _ in done], [tw.run_dir for _, tw in done])
+        for it, _ in done:
             it.extra["gain_vs_blind"] = gain
     return items
 

@@ -239,10 +239,12 @@ class Trainer:
             raise RunFailed(f"non-finite gradients at step {self.step + 1} from loss term {culprits} "
                             f"(terms: {', '.join(terms)}); {self.checkpoint_note()}")
         stepped = self.precision.step(self._opt)
+        lrs = {str(g.get("name", i)): float(g["lr"]) for i, g in enumerate(self._opt.param_groups)}
         self._sched.step()
         self.images_seen += batch.input.shape[0] * self.dist.world_size
         entry = {"step": self.step + 1, "stage": stage["name"], "loss": float(sum(values.values()))}
         entry.update({k: float(v) for k, v in values.items()})
+        entry["lr"] = lrs  # the learning rate each parameter group stepped with
         if not stepped:
             entry["skipped"] = True  # fp16 overflow: the scaler skipped the step and lowered the scale
         return entry
@@ -281,7 +283,8 @@ class Trainer:
                     log_fh.flush()
                 if self.hook is not None and main:
                     self.hook.on_step_end(run=self.run, stage=stage["name"], step=self.step,
-                                          losses={k: v for k, v in entry.items() if k not in ("step", "stage")})
+                                          losses={k: v for k, v in entry.items() if k not in ("step", "stage", "lr")},
+                                          lrs=dict(entry["lr"]))
                 end_of_stage = self.stage_at(self.step)[0] != idx
                 if self.step % self.every == 0 or end_of_stage or self.step == self.total or stop.requested:
                     self.save_checkpoint()

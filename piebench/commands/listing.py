@@ -8,7 +8,7 @@ from .. import jsonio
 from ..plugins import get_manager
 
 _KINDS = {"encoders": "encoder", "enhancers": "enhancer", "losses": "loss", "datasets": "dataset",
-          "metrics": "metric"}
+          "metrics": "metric", "loggers": "logger"}
 
 
 def count_parameters(spec, configuration: str) -> int | None:
@@ -56,7 +56,7 @@ def _check(manager, kinds: list[str], builtins: bool) -> None:
 
 @click.command("list")
 @click.argument("what", required=False, default="all",
-                type=click.Choice(["all", "encoders", "enhancers", "losses", "datasets", "metrics", "plugins"]))
+                type=click.Choice(["all", "encoders", "enhancers", "losses", "datasets", "metrics", "loggers", "plugins"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--params/--no-params", default=None,
               help="Count parameters of small and paper configurations (default: on with --json for models).")

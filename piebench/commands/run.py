@@ -33,7 +33,7 @@ def positive_int(ctx: click.Context, param: click.Parameter, value: int | None) 
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--set", "sets", multiple=True, help="Override any config key: KEY=VALUE (e.g. train.batch_users=2).")
 @click.option("--blind", is_flag=True, help="Blind twin: the enhancer gets a learned constant preference.")
-@click.option("--pretrained", is_flag=True, help="Start backbones from staged ImageNet weights ($TORCH_HOME).")
+@click.option("--pretrained", is_flag=True, help="Start backbones from torchvision ImageNet weights ($TORCH_HOME; fetched once).")
 @click.option("--encoder-config", default=None, help="Encoder configuration (small, paper, ...).")
 @click.option("--enhancer-config", default=None, help="Enhancer configuration (small, paper, ...).")
 @click.option("--resume", is_flag=True,
@@ -48,18 +48,22 @@ def positive_int(ctx: click.Context, param: click.Parameter, value: int | None) 
 @click.option("--store-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the image store lives: on the GPU when it fits (auto), host memory with pinned "
                    "staging (cpu), or the GPU (cuda). Batches are identical either way.")
+@click.option("--log", "loggers", multiple=True, metavar="NAME",
+              help="Experiment tracker to write to (repeatable): tensorboard (event files in the run directory), "
+                   "or any installed logger plugin (piebench list loggers).")
 @click.option("--store-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Share of free device memory a resident store may take (default 0.5).")
 def run(encoder, enhancer, protocol, schedule, dataset, refs, losses, lr_encoder, lr_enhancer, steps, seed,
         device, runs_dir, sets, blind, pretrained, encoder_config, enhancer_config, resume, resume_from,
-        quiet, amp, channels_last, compile_, store_device, store_fraction) -> None:
+        quiet, amp, channels_last, compile_, store_device, loggers, store_fraction) -> None:
     """Train and evaluate ENCODER + ENHANCER; print the results table and the record path."""
     cfg = resolve(protocol, encoder=encoder, enhancer=enhancer, schedule=schedule, refs=refs, losses=list(losses),
                   lr_encoder=lr_encoder, lr_enhancer=lr_enhancer, steps=steps, seed=seed, device=device,
                   sets=list(sets), blind=blind, pretrained=pretrained, encoder_config=encoder_config,
                   enhancer_config=enhancer_config, dataset=dataset, amp=amp, channels_last=channels_last,
                   compile=compile_, store_device=store_device, store_fraction=store_fraction)
-    run_dir, record = run_experiment(cfg, runs_dir, resume=resume, resume_from=resume_from, progress=not quiet)
+    run_dir, record = run_experiment(cfg, runs_dir, resume=resume, resume_from=resume_from, progress=not quiet,
+                                     loggers=loggers)
     if not current_process().is_main:  # under torchrun, rank 0 reports
         return
     click.echo(run_summary_table(record))

@@ -38,11 +38,46 @@ def _echo(msg: str) -> None:
 @click.option("--blind-twins", is_flag=True, help="Also run each pair's blind twin and report the gain over it.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--progress", is_flag=True, help="Show each run's progress bars.")
-def sweep(encoders, enhancers, protocol, seeds, cross, steps, sets, runs_dir, blind_twins, device, progress) -> None:
+@click.option("--launcher", type=click.Choice(["inline", "local", "slurm"]), default="inline", show_default=True,
+              help="inline: one run after another in this process; local: one process per (pair, seed) on this "
+                   "machine; slurm: one Slurm job per (pair, seed) (submitit).")
+@click.option("--gpus-per-job", type=int, default=0, show_default=True,
+              help="GPUs per job (local/slurm); more than 1 trains under torchrun inside the job.")
+@click.option("--cpus-per-job", type=int, default=1, show_default=True, help="CPUs per job (local/slurm).")
+@click.option("--mem-gb", type=float, default=None, help="Memory per Slurm job in GB.")
+@click.option("--timeout-min", type=int, default=24 * 60, show_default=True,
+              help="Time limit per job in minutes (a Slurm job is requeued at preemption or timeout).")
+@click.option("--partition", default=None, help="Slurm partition.")
+@click.option("--account", default=None, help="Slurm account.")
+@click.option("--qos", default=None, help="Slurm QOS.")
+@click.option("--slurm-opt", "slurm_opts", multiple=True, metavar="KEY=VALUE",
+              help="Any other sbatch option without its dashes (repeatable), e.g. constraint=a100.")
+@click.option("--max-parallel", type=int, default=None,
+              help="Jobs at once (local default: CPU count / --cpus-per-job; Slurm: all, the scheduler queues).")
+def sweep(encoders, enhancers, protocol, seeds, cross, steps, sets, runs_dir, blind_twins, device, progress,
+          launcher, gpus_per_job, cpus_per_job, mem_gb, timeout_min, partition, account, qos, slurm_opts,
+          max_parallel) -> None:
     """Run a grid of ENCODERS x ENHANCERS over SEEDS (finished runs are reused, unfinished resumed)."""
+    from ..launch import Launcher, parse_slurm_opts
+
+    spec = None
+    given = {"--gpus-per-job": gpus_per_job != 0, "--cpus-per-job": cpus_per_job != 1, "--mem-gb": mem_gb is not None,
+             "--timeout-min": timeout_min != 24 * 60, "--partition": partition is not None,
+             "--account": account is not None, "--qos": qos is not None, "--slurm-opt": bool(slurm_opts),
+             "--max-parallel": max_parallel is not None}
+    if launcher != "slurm" and any(given[k] for k in ("--mem-gb", "--partition", "--account", "--qos", "--slurm-opt")):
+        raise click.UsageError("--mem-gb, --partition, --account, --qos and --slurm-opt are Slurm options: add "
+                               "--launcher slurm")
+    if launcher == "inline" and any(given.values()):
+        raise click.UsageError(f"{', '.join(k for k, v in given.items() if v)}: only with --launcher local or slurm")
+    if launcher != "inline":
+        spec = Launcher(kind=launcher, gpus=gpus_per_job, cpus=cpus_per_job, mem_gb=mem_gb, timeout_min=timeout_min,
+                        partition=partition, account=account, qos=qos, slurm_opts=parse_slurm_opts(list(slurm_opts)),
+                        max_parallel=max_parallel)
+        spec.check_available()  # before any planning or training
     items = run_sweep(protocol, split_list(encoders), split_list(enhancers), seeds=parse_seeds(seeds), cross=cross,
                       steps=steps, sets=list(sets), runs_dir=runs_dir, blind_twins=blind_twins, device=device,
-                      progress=progress, echo=_echo)
+                      progress=progress, echo=_echo, launcher=spec)
     click.echo(sweep_table(items))
     skipped = [it for it in items if it.status == "incompatible"]
     if skipped:

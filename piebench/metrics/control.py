@@ -149,9 +149,13 @@ def sensitivity(psnr: Any) -> np.ndarray:
 
 def control_heatmap(psnr_matrix_mean: Any, user_names: Sequence[str], path: str | Path,
                     title: str = "PSNR (dB): output under preference (row) vs target (column)") -> Path:
-    """Write the mean [U, U] PSNR matrix as an annotated heatmap PNG; returns the path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Write the mean [U, U] PSNR matrix as an annotated heatmap PNG; returns the path.
+
+    Shown at its natural size in the report: cells of 46 px, user names on both axes and
+    every text at least 11 px (:mod:`piebench.figures`); values are written in the cells (46 px)
+    up to 14 users, beyond that the cells are 30 px.
+    """
+    from ..figures import FONT_PT, new_figure, save
 
     m = np.asarray(psnr_matrix_mean, dtype=np.float64)
     if m.ndim == 3:
@@ -160,26 +164,23 @@ def control_heatmap(psnr_matrix_mean: Any, user_names: Sequence[str], path: str 
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] != len(names):
         raise UsageError(f"control_heatmap needs a [U, U] matrix and U names, got {m.shape} and {len(names)}")
     u = len(names)
-    size = max(4.0, 0.55 * u + 2.5)
-    fig = Figure(figsize=(size, size * 0.85), dpi=120)
-    FigureCanvasAgg(fig)
+    label_px = 7 * max((len(n) for n in names), default=4) + 60  # room for the longest user name
+    cell = 46 if u <= 14 else 30  # values are written in the cells up to 14 users
+    fig = new_figure(max(560, cell * u + label_px + 130), max(460, cell * u + label_px + 70))
     ax = fig.add_subplot(1, 1, 1)
     finite = m[np.isfinite(m)]
     im = ax.imshow(np.where(np.isfinite(m), m, np.nan), cmap="viridis",
                    vmin=finite.min() if finite.size else None, vmax=finite.max() if finite.size else None)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_xticks(range(u), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(u), names, fontsize=8)
-    ax.set_xlabel("target of user")
-    ax.set_ylabel("output under preference of user")
-    if u <= 12:
+    ax.set_xticks(range(u), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=FONT_PT)
+    ax.set_yticks(range(u), names, fontsize=FONT_PT)
+    ax.set_xlabel("target of user", fontsize=FONT_PT + 1)
+    ax.set_ylabel("output under preference of user", fontsize=FONT_PT + 1)
+    if u <= 14:
         for i in range(u):
             for j in range(u):
-                ax.text(j, i, f"{m[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{m[i, j]:.1f}", ha="center", va="center", fontsize=8.5,
                         color="white" if i != j else "black", fontweight="bold" if i == j else "normal")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=FONT_PT + 1)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save(fig, path)

@@ -12,7 +12,7 @@ per image, shape ``[B]``. The variants and their sources: ``docs/metrics.md``.
 - ``delta_e``: CIE76 dE_ab, mean per-pixel Euclidean distance in CIELAB (D65, 2 degrees),
   sRGB decoded with its piecewise transfer function (the constants of ``skimage.color``).
 - ``lpips``: the ``lpips`` package, AlexNet trunk, v0.1 linear layers shipped in the package;
-  the AlexNet file must be staged (see :func:`lpips_unavailable_reason`).
+  torchvision's AlexNet file is fetched once into the torch hub cache (see :func:`fetch_alexnet`).
 """
 
 from __future__ import annotations
@@ -99,34 +99,39 @@ def delta_e(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------- LPIPS
 def alexnet_path() -> str:
-    """Where the AlexNet backbone file must be: ``torch.hub.get_dir()/checkpoints/<file>``."""
+    """Where the AlexNet backbone file is kept: ``torch.hub.get_dir()/checkpoints/<file>``."""
     return os.path.join(torch.hub.get_dir(), "checkpoints", ALEXNET_FILE)
 
 
+def fetch_alexnet() -> str:
+    """The AlexNet file's path, downloaded first when missing (see :func:`piebench.weights.fetch_weights`)."""
+    from ..weights import fetch_weights
+
+    return str(fetch_weights(ALEXNET_FILE, what="LPIPS needs torchvision's AlexNet weights"))
+
+
 def lpips_unavailable_reason() -> str | None:
-    """None when LPIPS can be built, else one line naming the missing file and its folder."""
-    path = alexnet_path()
-    if os.path.isfile(path):
-        return None
-    return (f"LPIPS needs the AlexNet weights file {ALEXNET_FILE} in {os.path.dirname(path)} "
-            f"(torch.hub.get_dir()/checkpoints, set by $TORCH_HOME); copy it there, piebench never downloads it")
+    """None when LPIPS can be built (the file is there or was just downloaded), else one line
+    naming the missing file, its folder and the URL to fetch it from."""
+    try:
+        fetch_alexnet()
+    except PiebenchError as err:
+        return str(err)
+    return None
 
 
 class LPIPS:
     """LPIPS (alex, v0.1) on images in [0, 1]; the network is loaded on first use.
 
-    The linear layers come from the ``lpips`` package; the AlexNet trunk is read from the staged
-    file (:func:`alexnet_path`), never downloaded and never random. Construction raises
-    :class:`PiebenchError` when the file is missing.
+    The linear layers come from the ``lpips`` package; the AlexNet trunk is read from
+    torchvision's file (:func:`alexnet_path`, downloaded once when missing), never random.
+    Construction raises :class:`PiebenchError` when the file is missing and cannot be fetched.
     """
 
     higher_is_better = False
 
     def __init__(self) -> None:
-        reason = lpips_unavailable_reason()
-        if reason:
-            raise PiebenchError(reason)
-        self.path = alexnet_path()
+        self.path = fetch_alexnet()  # PiebenchError (file, folder, URL) when it cannot be had
         self._net: torch.nn.Module | None = None
 
     def load(self) -> torch.nn.Module:

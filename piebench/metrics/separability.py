@@ -195,9 +195,9 @@ def ridge_probe(vectors: Any, true_params: Any, param_names: Sequence[str], grou
 def tsne_plot(emb: Any, users: Any, path: str | Path, title: str = "", seed: int = 0,
               user_names: Mapping[Any, str] | None = None) -> Path:
     """Write a t-SNE (cosine, perplexity min(30, (M-1)/3)) scatter coloured by user as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from sklearn.manifold import TSNE
+
+    from ..figures import FONT_PT, legend_outside, new_figure, save
 
     x, _, _ = _prepare(emb, users)
     raw = np.asarray(users.detach().cpu().numpy() if hasattr(users, "detach") else users)
@@ -208,23 +208,31 @@ def tsne_plot(emb: Any, users: Any, path: str | Path, title: str = "", seed: int
     # Exact gradients below ~1,000 points: far faster than Barnes-Hut's per-iteration overhead there.
     xy = TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed,
               method="exact" if m <= 1000 else "barnes_hut", max_iter=500).fit_transform(x)
-    fig = Figure(figsize=(5.5, 4.5), dpi=120)
-    FigureCanvasAgg(fig)
+    labels = np.unique(raw)
+    fig = new_figure(520, 460)  # the legend goes to the right of the axes and widens the image
     ax = fig.add_subplot(1, 1, 1)
-    for label in np.unique(raw):
+    cmap = _user_colours(len(labels))
+    for k, label in enumerate(labels):
         sel = raw == label
         name = (user_names or {}).get(label, str(label))
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=12, label=name)
-    ax.set_title(title or f"t-SNE of {m} embeddings (perplexity {perplexity:.0f})")
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=16, label=name, color=cmap[k])
+    ax.set_title(title or f"t-SNE of {m} embeddings (perplexity {perplexity:.0f})", fontsize=FONT_PT + 1)
     ax.set_xticks([])
     ax.set_yticks([])
-    if len(np.unique(raw)) <= 20:
-        ax.legend(fontsize=7, markerscale=1.2, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    if len(labels) <= 40:
+        legend_outside(ax, title="user", markerscale=1.3, ncol=1 if len(labels) <= 20 else 2)
+    return save(fig, path)
+
+
+def _user_colours(n: int) -> list[Any]:
+    """``n`` distinguishable colours (tab10, then tab20, then a continuous map)."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](i / max(1, n - 1)) for i in range(n)]
 
 
 def separability_report(emb: Any, users: Any, photos: Any, seed: int = 0) -> dict[str, float]:

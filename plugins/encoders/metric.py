@@ -9,7 +9,7 @@ Configurations:
   small: three conv stages (widths 16/32/64, strides 2/2/2), 128-d embedding; fast at 64 px.
   paper: torchvision ResNet-18 trunk (layer1..layer4), 512-d embedding, maps from layer2
     (128 channels at stride 8). ``--pretrained`` loads torchvision's ImageNet weights
-    ``resnet18-f37072fd.pth`` from ``$TORCH_HOME/hub/checkpoints/`` (never downloaded).
+    ``resnet18-f37072fd.pth`` from ``$TORCH_HOME/hub/checkpoints/`` (downloaded once when missing).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from piebench import hookimpl
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Encoder, Preference, RefSet
+from piebench.weights import staged_weights
 
 RESNET18_FILE = "resnet18-f37072fd.pth"
 
@@ -176,11 +177,7 @@ def build_metric_encoder(ctx: BuildContext, *, metric_loss: str, backbone: str =
         if backbone != "resnet18":
             enc.pretrained_from = "random initialisation (the small backbone has no pretrained weights)"
             return enc
-        folder = _checkpoint_dir()
-        path = os.path.join(folder, RESNET18_FILE)
-        if not os.path.isfile(path):
-            raise UsageError(f"--pretrained needs torchvision's ImageNet weights '{RESNET18_FILE}' in {folder} "
-                             f"(set TORCH_HOME or copy the file there; nothing is downloaded)")
+        path = str(staged_weights(RESNET18_FILE))  # fetched once when missing; UsageError naming the URL
         enc.trunk.load_torchvision(path)
         enc.pretrained_from = f"torchvision ImageNet ResNet-18 ({path})"
     return enc

@@ -22,8 +22,6 @@ Parameters: paper (width 64, 512-d vector) 16,387,328; small (width 8, 128-d vec
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from piebench_plugins.enhancers._common import pad_to_multiple
@@ -31,8 +29,9 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
 from piebench import hookimpl
-from piebench.errors import PiebenchError, UsageError
+from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Enhancer, Preference
+from piebench.weights import staged_weights
 
 #: torchvision's ImageNet ResNet-18 checkpoint, looked up (never downloaded) under $TORCH_HOME.
 RESNET18_FILE = "resnet18-f37072fd.pth"
@@ -114,12 +113,8 @@ class ResNet18Trunk(nn.Module):
 
 
 def load_imagenet_resnet18(trunk: ResNet18Trunk) -> str:
-    """Load torchvision's staged ImageNet ResNet-18 weights into ``trunk``; returns the file used."""
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", RESNET18_FILE)
-    if not os.path.isfile(path):
-        raise PiebenchError(
-            f"--pretrained needs torchvision's ResNet-18 weights at {path}; stage {RESNET18_FILE} "
-            "there (no download happens at run time) or drop --pretrained")
+    """Load torchvision's ImageNet ResNet-18 weights (fetched once when missing) into ``trunk``; returns the file used."""
+    path = str(staged_weights(RESNET18_FILE))  # fetched once when missing; UsageError naming the URL
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     trunk.load_state_dict(state, strict=True)

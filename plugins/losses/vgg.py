@@ -1,9 +1,9 @@
 """VGG-16 feature losses: ``perceptual`` (feature distance) and ``gram-vgg`` (Gram-matrix distance).
 
 Both run the convolutional part of torchvision's VGG-16 up to the deepest requested layer on
-ImageNet-normalised images, with the ImageNet weights of the staged ``vgg16-397923af.pth``
-(``$TORCH_HOME/hub/checkpoints``; nothing downloads). Building without that file is an error,
-never a loss over random features. Default layers ``relu1_2, relu2_2, relu3_3`` (Johnson et
+ImageNet-normalised images, with the ImageNet weights of torchvision's ``vgg16-397923af.pth``
+(``$TORCH_HOME/hub/checkpoints``, downloaded once when missing, see :mod:`piebench.weights`).
+Building without that file is an error, never a loss over random features. Default layers ``relu1_2, relu2_2, relu3_3`` (Johnson et
 al.'s perceptual-loss layers).
 
 * ``perceptual``: mean over layers of the mean absolute (``l1``, default) or squared (``l2``)
@@ -117,25 +117,25 @@ class GramVGGLoss(_VGGLoss):
 
 def build_perceptual(ctx: BuildContext, layers: tuple[str, ...] = DEFAULT_LAYERS,
                      criterion: str = "l1") -> PerceptualLoss:
-    """Perceptual loss on staged ImageNet VGG-16 features (UsageError when the file is not staged)."""
+    """Perceptual loss on ImageNet VGG-16 features (UsageError when the file cannot be had)."""
     return PerceptualLoss(VGGFeatures(tuple(layers)), criterion)
 
 
 def build_gram_vgg(ctx: BuildContext, layers: tuple[str, ...] = DEFAULT_LAYERS,
                    criterion: str = "l2") -> GramVGGLoss:
-    """Gram (style) loss on staged ImageNet VGG-16 features (UsageError when the file is not staged)."""
+    """Gram (style) loss on ImageNet VGG-16 features (UsageError when the file cannot be had)."""
     return GramVGGLoss(VGGFeatures(tuple(layers)), criterion)
 
 
 @hookimpl
 def register_losses(register):
     register("perceptual", build=build_perceptual,
-             description="VGG-16 feature L1 at relu1_2/relu2_2/relu3_3 (needs staged vgg16-397923af.pth)",
+             description="VGG-16 feature L1 at relu1_2/relu2_2/relu3_3 (torchvision vgg16-397923af.pth, fetched once)",
              paper="Johnson et al., Perceptual Losses for Real-Time Style Transfer and Super-Resolution, ECCV 2016",
              configurations={"default": {"layers": DEFAULT_LAYERS, "criterion": "l1"}},
              version="1", kind="image", pretrained_weights=VGG16)
     register("gram-vgg", build=build_gram_vgg,
-             description="Gram matrices of VGG-16 features, output vs target, MSE (needs staged vgg16-397923af.pth)",
+             description="Gram matrices of VGG-16 features, output vs target, MSE (torchvision vgg16-397923af.pth, fetched once)",
              paper="Gatys et al., Image Style Transfer Using Convolutional Neural Networks, CVPR 2016",
              configurations={"default": {"layers": DEFAULT_LAYERS, "criterion": "l2"}},
              version="1", kind="image", pretrained_weights=VGG16)

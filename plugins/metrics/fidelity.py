@@ -2,7 +2,7 @@
 
 Each ``build(ctx)`` returns a callable ``(output, target) -> [B]`` on float images in [0, 1]
 (see :mod:`piebench.metrics.fidelity` for the exact variants). ``lpips`` raises
-:class:`piebench.errors.PiebenchError` at build time when its AlexNet file is not staged.
+:class:`piebench.errors.PiebenchError` at build time when its AlexNet file is missing and cannot be downloaded.
 """
 
 from __future__ import annotations

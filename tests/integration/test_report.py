@@ -1,12 +1,18 @@
 """piebench report: a self-contained page that renders in headless Chromium with every image loaded.
 
 Chromium and its driver come from Debian (``apt-get install chromium chromium-driver``; .ci/run
-installs them); the test is skipped, saying why, only when /usr/bin/chromium is absent.
+installs them). Without them the browser tests are skipped, saying why, on a developer's machine,
+and FAIL on CI (``CI=true``), where a missing browser must not pass silently.
+
+The page is screenshotted; each figure must be shown at no less than its natural size, so that
+its smallest text (recorded in the PNG by :mod:`piebench.figures`) is at least 10 px on screen,
+and the before/after photos at their intended width.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -44,9 +50,13 @@ def _run_dir(root: Path, pair: str) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("headless Chromium is not installed (/usr/bin/chromium absent): apt-get install -y chromium "
-                    "chromium-driver")
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not CHROMIUM.exists() or not Path(driver_path).exists():
+        why = ("headless Chromium or its driver is not installed (/usr/bin/chromium, chromedriver): "
+               "apt-get install -y chromium chromium-driver")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI: {why}")
+        pytest.skip(why)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -56,7 +66,6 @@ def browser():
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"):
         opts.add_argument(flag)
-    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
     try:
         yield driver
@@ -78,8 +87,32 @@ def _load(browser, page: Path) -> dict:
           imgs: Array.from(document.images).map(i => ({w: i.naturalWidth, src: i.src.slice(0, 22), alt: i.alt})),
           alarms: document.querySelectorAll('.alarm').length,
           gridImgs: document.querySelectorAll('table.grid img').length,
+          plots: Array.from(document.querySelectorAll('figure.plot img')).map(i => ({alt: i.alt,
+              natural: i.naturalWidth, shown: i.clientWidth,
+              minText: parseFloat(i.dataset.minTextPx)})),
+          beforeAfter: Array.from(document.querySelectorAll('img.ba')).map(i => ({alt: i.alt,
+              natural: i.naturalWidth, shown: i.clientWidth})),
           text: document.body.innerText,
         };""")
+
+
+def _screenshot(browser, path: Path) -> None:
+    """The whole page as one PNG at a 1400 px wide window."""
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, min(int(height) + 200, 16000))
+    browser.save_screenshot(str(path))
+    browser.set_window_size(1400, 1000)
+
+
+def _check_readable(page: dict) -> list[tuple[str, float, float]]:
+    """Every figure at >= its natural size with text >= 10 px on screen; (alt, shown px, text px)."""
+    sizes = []
+    for p in page["plots"]:
+        scale = p["shown"] / p["natural"]
+        assert scale >= 0.999, f"{p['alt']} shown at {p['shown']:.0f} px of {p['natural']} px"
+        assert p["minText"] * scale >= 10, f"{p['alt']}: smallest text {p['minText'] * scale:.1f} px on screen"
+        sizes.append((p["alt"], p["shown"], p["minText"] * scale))
+    return sizes
 
 
 def test_run_report_renders_with_every_image(runs, browser, tmp_path):
@@ -98,6 +131,20 @@ def test_run_report_renders_with_every_image(runs, browser, tmp_path):
     # 2 photos x (input + 4 users x (target + output))
     assert page["gridImgs"] == 2 * (1 + 4 * 2)
     assert "lab-stats + csrnet" in page["text"] and "weights from ckpt-" in page["text"]
+    # readable figures: heat map, t-SNE and curves at their natural size, text >= 10 px on screen
+    sizes = _check_readable(page)
+    assert {a for a, _, _ in sizes} >= {"control heatmap", "tsne", "training curves"}
+    assert all(shown >= 480 for _, shown, _ in sizes), sizes
+    # before/after per user: input | the user's target | the output, each 300 px wide
+    ba = page["beforeAfter"]
+    assert len(ba) == 3 * 4 and all(b["natural"] > 0 and abs(b["shown"] - 300) < 1 for b in ba), ba
+    assert [b["alt"].split(":")[0].split(" ")[0] for b in ba[:3]] == ["before", "target", "after"]
+    _screenshot(browser, tmp_path / "report.png")
+    from PIL import Image
+
+    shot = Image.open(tmp_path / "report.png")
+    assert shot.size[0] >= 1400 and shot.size[1] > 2000  # the whole page, not the first screen
+    print("\n[report figures] " + ", ".join(f"{a}: {w:.0f} px wide, text >= {t:.1f} px" for a, w, t in sizes))
 
 
 def test_protocol_report_covers_every_configuration_and_shows_alarms(runs, browser, tmp_path):
@@ -106,6 +153,7 @@ def test_protocol_report_covers_every_configuration_and_shows_alarms(runs, brows
                 "--users", "2"])
     page = _load(browser, tmp_path / "index.html")
     assert page["imgs"] and all(i["w"] > 0 for i in page["imgs"])
+    _check_readable(page)
     assert "lab-stats + csrnet, seed 0" in page["text"] and "lab-stats + transfer, seed 0" in page["text"]
     assert page["gridImgs"] == 3 * (1 + 2 * 2)
     # identity ignores the preference: the page says so plainly, for seen and unseen users

@@ -129,10 +129,11 @@ def empty_torch_home(tmp_path, monkeypatch):
     fid._LPIPS_CACHE.clear()
 
 
-def test_lpips_unavailable_names_file_and_folder(empty_torch_home):
-    reason = fid.lpips_unavailable_reason()
+def test_lpips_unavailable_names_file_folder_and_url(empty_torch_home):
+    reason = fid.lpips_unavailable_reason()  # PIEBENCH_OFFLINE=1 (tests/conftest.py)
     folder = str(empty_torch_home / "hub" / "checkpoints")
     assert reason is not None and "alexnet-owt-7be5be79.pth" in reason and folder in reason
+    assert "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth" in reason and "\n" not in reason
     with pytest.raises(PiebenchError, match="alexnet-owt-7be5be79.pth"):
         fid.LPIPS()
     with pytest.raises(PiebenchError, match="alexnet-owt-7be5be79.pth"):

@@ -13,8 +13,9 @@ def test_every_component_lists_a_description_and_a_paper():
     res = CliRunner().invoke(cli, ["list", "--json", "--no-params"])
     assert res.exit_code == 0, res.output
     listing = json.loads(res.output)
-    assert set(listing) == {"encoders", "enhancers", "losses", "datasets", "metrics"}
-    for kind in ("encoders", "enhancers", "losses", "datasets"):
+    assert set(listing) == {"encoders", "enhancers", "losses", "datasets", "metrics", "loggers"}
+    assert [r["name"] for r in listing["loggers"]] == ["tensorboard"]
+    for kind in ("encoders", "enhancers", "losses", "datasets", "loggers"):
         for row in listing[kind]:
             assert row["description"], (kind, row["name"])
             assert row["paper"], (kind, row["name"])

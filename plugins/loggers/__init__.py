@@ -1,0 +1,1 @@
+"""Built-in experiment trackers (``piebench run --log NAME``)."""
