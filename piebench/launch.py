@@ -3,7 +3,7 @@
 ``piebench sweep ... --launcher local`` runs each planned run as its own process on this machine
 (submitit's ``LocalExecutor``, at most ``--max-parallel`` at a time); ``--launcher slurm``
 submits each as a Slurm job (``SlurmExecutor``) with the requested GPUs, CPUs, memory, time and
-partition. A job does what the in-process sweep does for one run (:func:`piebench.sweep.run_or_reuse`):
+partition. A job does what the in-process sweep does for one run (:func:`run_or_reuse`):
 reuse a finished run of the same key, else resume the unfinished one from its latest
 checkpoint, else start it, under the same per-key lock. So a job that was killed is resumed by
 the next submission of the same sweep, and two sweeps sharing a runs directory never train the
@@ -125,6 +125,23 @@ def torchrun_argv(gpus: int, cfg_path: str | Path, runs_dir: str | Path) -> list
             "-m", "piebench.launch", str(cfg_path), str(runs_dir)]
 
 
+def run_or_reuse(cfg: dict, runs_dir: str | Path, progress: bool = False) -> tuple[str, Path, dict]:
+    """Reuse a finished run of ``cfg``'s run key, else resume an unfinished one, else run it."""
+    from .runner import run_experiment
+    from .runs import find_runs
+
+    runs_dir = Path(runs_dir)
+    key = C.run_key(cfg)
+    existing = find_runs(runs_dir, key) if runs_dir.exists() else []
+    for run_dir, rec in reversed(existing):
+        if rec.get("status") == "finished":
+            return "cached", run_dir, rec
+    status = "resumed" if existing else "ran"
+    run_dir, rec = run_experiment(cfg, runs_dir, resume=True, progress=progress)
+    return status, run_dir, rec
+
+
+
 class SweepJob:
     """One planned run as a submitit job: reuse, resume or run it; requeued on preemption."""
 
@@ -134,8 +151,6 @@ class SweepJob:
         self.gpus = gpus
 
     def __call__(self) -> dict[str, Any]:
-        from .sweep import run_or_reuse
-
         try:
             if self.gpus > 1:
                 return self._torchrun()

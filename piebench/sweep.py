@@ -20,6 +20,7 @@ from typing import Any
 
 from . import config as C
 from .errors import PiebenchError, UsageError
+from .launch import run_jobs, run_or_reuse
 from .verdicts import blind_gain, paired_delta
 
 
@@ -144,22 +145,6 @@ def plan_pairs(encoders: list[str], enhancers: list[str], cross: bool, checker: 
 
 
 # -- running ---------------------------------------------------------------------------------------
-def run_or_reuse(cfg: dict, runs_dir: str | Path, progress: bool = False) -> tuple[str, Path, dict]:
-    """Reuse a finished run of ``cfg``'s run key, else resume an unfinished one, else run it."""
-    from .runner import run_experiment
-    from .runs import find_runs
-
-    runs_dir = Path(runs_dir)
-    key = C.run_key(cfg)
-    existing = find_runs(runs_dir, key) if runs_dir.exists() else []
-    for run_dir, rec in reversed(existing):
-        if rec.get("status") == "finished":
-            return "cached", run_dir, rec
-    status = "resumed" if existing else "ran"
-    run_dir, rec = run_experiment(cfg, runs_dir, resume=True, progress=progress)
-    return status, run_dir, rec
-
-
 def _execute(item: SweepItem, cfg: dict, runs_dir: Path, progress: bool, echo: Callable[[str], None]) -> None:
     tag = f"{item.encoder} + {item.enhancer}{' (blind)' if item.blind else ''}{f' [{item.label}]' if item.label else ''}, seed {item.seed}"
     echo(f"piebench: {tag} ...")
@@ -219,8 +204,6 @@ def sweep(protocol: str, encoders: list[str], enhancers: list[str], *, seeds: li
                 submit(twin, make(enc, enh, seed, blind=True))
                 twins.setdefault((enc, enh), []).append((item, twin))
     if launcher is not None:
-        from .launch import run_jobs
-
         run_jobs(pending, launcher, runs_dir, echo)
     for pairs in twins.values():  # one gain per configuration, over its seeds and the test scenes
         done = [(it, tw) for it, tw in pairs if it.run_dir is not None and tw.run_dir is not None
