@@ -69,7 +69,7 @@ def test_enhance_with_a_run_at_full_resolution(run_dir, tmp_path):
     assert got.shape == (70, 100, 3)  # full resolution, not the 32 px training size
     assert Image.open(out / "cat.jpg").size == (60, 90)
     html = (out / "index.html").read_text()
-    assert "_thumbs/holiday.before.jpg" in html and (out / "_thumbs" / "holiday.after.jpg").exists()
+    assert "_thumbs/holiday.png.before.jpg" in html and (out / "_thumbs" / "holiday.png.after.jpg").exists()
     # Same as running the models by hand: preference from the references, one full-size pass.
     from piebench.data.images import fit, read_image, to_srgb
 
