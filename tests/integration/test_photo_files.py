@@ -459,3 +459,24 @@ def test_to_srgb_of_a_converted_photo_is_what_was_written(tmp_path):
     image = read_image(tmp_path / "p3.png")
     data = encode_photo(to_srgb(image), image, "PNG")
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), image.pixels)
+
+
+def test_a_run_refused_for_its_data_leaves_no_run_directory(tmp_path):
+    """bob has one photo: enough for the folder's reference check, too few for a training sample."""
+    import json
+
+    root = tmp_path / "ds"
+    for d in ("input", "ann", "bob"):
+        (root / d).mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(_u8(gradient(16, 16, i))).save(root / "input" / f"p{i}.png")
+        Image.fromarray(_u8(gradient(16, 16, i) * 0.8)).save(root / "ann" / f"p{i}.png")
+    Image.fromarray(_u8(gradient(16, 16, 0) * 0.6)).save(root / "bob" / "p0.png")
+    (root / "split.json").write_text(json.dumps({"train": ["p0", "p1", "p2"], "test": ["p3"]}))
+    runs = tmp_path / "runs"
+    res = CliRunner().invoke(cli, ["run", "--encoder", "angular", "--enhancer", "identity", "--dataset",
+                                   f"folder:{root}", "--runs-dir", str(runs), "--steps", "2", "--quiet",
+                                   "--set", "eval.refs=1", "--set", "train.refs=1",
+                                   "--set", "eval.data.resolution=16"])
+    assert _code(res) == 2 and "bob" in str(res.exception) and "too few photos" in str(res.exception)
+    assert not list(runs.rglob("record.json")) and not list(runs.rglob("config.json"))
