@@ -244,7 +244,7 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
     import pandas as pd
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    from .outputs import OutputPlan, refuse_overlap
+    from .outputs import OutputPlan, refuse_overlap, replaced_message
 
     if not run_dirs and not protocol:
         raise UsageError("give a RUN_DIR or --protocol P")
@@ -269,7 +269,7 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
     refuse_overlap(out_dir, "--out", [("RUN_DIR", d) for d, _ in runs] + [("--runs-dir", root)])
     plan = OutputPlan(out_dir, overwrite)
     out = plan.add("index.html")
-    plan.check()
+    replaced = plan.check()
     frames = [collect(root, protocol)] if root is not None else []
     frames += [collect(d, protocol) for d in run_dirs]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -287,4 +287,6 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
         command=command, runs_root=str(root) if root is not None else ", ".join(str(d) for d in run_dirs))
     atomic_write_text(out, html)
     out.chmod(0o644)  # a page to share, not a private temp file
+    if replaced:
+        print(replaced_message(replaced), file=sys.stderr)
     return out

@@ -28,11 +28,12 @@ def prepare(dataset, root, layout, size, split, users, out, skip_bad, quiet) -> 
     """Read DATASET under --root and write its image store once (resumable if interrupted)."""
     from ..data.fivek import default_store, prepare_fivek
     from ..outputs import refuse_overlap
+    from ..sweep import given_list
 
+    names = given_list(users, "--users", "A,B,C,D,E") or None
     out = pathlib.Path(out or default_store(root, layout, size, split))
     refuse_overlap(out, "--out", [("--root", root)] + ([("--split", split)] if split and pathlib.Path(split).is_file()
                                                        else []))
-    names = [u.strip() for u in users.split(",") if u.strip()] if users else None
     path = prepare_fivek(root, layout, out, size=size, split=split, users=names, skip_bad=skip_bad,
                          progress=not quiet)
     meta = json.loads((path / "store.json").read_text())

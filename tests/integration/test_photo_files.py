@@ -480,3 +480,17 @@ def test_a_run_refused_for_its_data_leaves_no_run_directory(tmp_path):
                                    "--set", "eval.data.resolution=16"])
     assert _code(res) == 2 and "bob" in str(res.exception) and "too few photos" in str(res.exception)
     assert not list(runs.rglob("record.json")) and not list(runs.rglob("config.json"))
+
+
+def test_data_prepare_never_writes_its_store_inside_the_dataset(tmp_path, monkeypatch):
+    root = tmp_path / "fivek"
+    (root / "input").mkdir(parents=True)
+    Image.fromarray(_u8(gradient(8, 12))).save(root / "input" / "a0001.png")
+    before = _digest(root)
+    res = CliRunner().invoke(cli, ["data", "prepare", "fivek", "--root", str(root), "--layout", "folder",
+                                   "--out", str(root / "store")])
+    assert _code(res) == 2 and "never writes where it reads" in str(res.exception)
+    monkeypatch.chdir(root)  # the default store ./fivek-... would land inside the dataset too
+    res = CliRunner().invoke(cli, ["data", "prepare", "fivek", "--root", str(root), "--layout", "folder"])
+    assert _code(res) == 2 and "never writes where it reads" in str(res.exception)
+    assert _digest(root) == before
