@@ -494,3 +494,13 @@ def test_data_prepare_never_writes_its_store_inside_the_dataset(tmp_path, monkey
     res = CliRunner().invoke(cli, ["data", "prepare", "fivek", "--root", str(root), "--layout", "folder"])
     assert _code(res) == 2 and "never writes where it reads" in str(res.exception)
     assert _digest(root) == before
+
+
+def test_format_that_maps_two_inputs_to_one_name_is_refused(tmp_path, identity_weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_u8(gradient(8, 8))).save(src / "a.png")
+    Image.fromarray(_u8(gradient(8, 8, 1))).save(src / "a.jpg", quality=95)
+    res = _enhance(identity_weights[0], "--input", src, "--out", tmp_path / "o", "--format", "png")
+    assert _code(res) == 2 and "two outputs would be written to" in str(res.exception)
+    assert not (tmp_path / "o").exists()
