@@ -122,6 +122,6 @@ def build_folder(root: str | pathlib.Path, resolution: int = 256, test_fraction:
     out = cache_dir() / "prepared" / f"folder-{recipe_hash}"
     write_store(out, name="folder", recipe=recipe, recipe_hash=recipe_hash, users=users, photos=photos,
                 size=(resolution, resolution), require_all=False, progress=progress,
-                info={"root": str(root)})
+                info={"root": str(root)}, skip_flag=None)
     unseen = list(unseen_users or [])
     return load_store(out, unseen=unseen, name="folder")

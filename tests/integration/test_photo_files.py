@@ -504,3 +504,17 @@ def test_format_that_maps_two_inputs_to_one_name_is_refused(tmp_path, identity_w
     res = _enhance(identity_weights[0], "--input", src, "--out", tmp_path / "o", "--format", "png")
     assert _code(res) == 2 and "two outputs would be written to" in str(res.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_bad_photo_in_a_folder_dataset_names_it_without_advising_a_flag_run_lacks(tmp_path):
+    from piebench.data.folder import build_folder
+
+    root = tmp_path / "ds"
+    for d in ("input", "ann"):
+        (root / d).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(_u8(gradient(20, 30, i))).save(root / "input" / f"p{i}.png")
+        Image.fromarray(_u8(gradient(30, 20, i))).save(root / "ann" / f"p{i}.png")  # cropped / rotated edit
+    with pytest.raises(UsageError, match="does not match the input") as err:
+        build_folder(root, resolution=16, test_fraction=0.0)
+    assert "--skip-bad" not in str(err.value) and "fix or remove" in str(err.value)
