@@ -212,9 +212,17 @@ def _prepare_photo(photo: PhotoSource, users: list[str], size: tuple[int, int] |
         arr, how = fit(img, *target, rotate=size is not None)
         pixels.append(arr)
         sources.append({"file": img.path, "bytes": img.nbytes, "size": [img.size[0], img.size[1]],
-                        "bits": img.bits, "colourspace": img.colourspace, "sha256": img.sha256, "fit": how})
+                        "bits": img.bits, "colourspace": img.colourspace, "sha256": img.sha256, "fit": how,
+                        "orientation": img.orientation, "icc": _icc_name(img.icc)})
     return pixels, {"name": photo.name, "scene": photo.scene, "split": photo.split,
                     "available": [s is not None for s in sources[1:]], "sources": sources}
+
+
+def _icc_name(icc: bytes | None) -> str | None:
+    """The embedded profile's description for the manifest (what the reader converted from)."""
+    from .icc import description
+
+    return (description(icc) or "unnamed") if icc else None
 
 
 def _finish(partial: pathlib.Path, out: pathlib.Path, *, name: str, recipe: dict, recipe_hash: str,
