@@ -28,18 +28,19 @@ def _inside(child: pathlib.Path, parent: pathlib.Path) -> bool:
 
 
 def refuse_overlap(out: str | os.PathLike, out_flag: str,
-                   inputs: Iterable[tuple[str, str | os.PathLike | None]]) -> None:
-    """UsageError when ``out`` resolves to, inside, or around any ``(flag, path)`` input.
+                   inputs: Iterable[tuple[str, str | os.PathLike | None]], around: bool = True) -> None:
+    """UsageError when ``out`` resolves to, inside, or (``around``) around any ``(flag, path)`` input.
 
-    An input file inside the output folder counts too (``--input DIR/a.jpg --out DIR``): the
-    output's files could replace it.
+    An input inside the output folder counts when the command writes files there that could
+    replace it (``--input DIR/a.jpg --out DIR``); a command writing one fixed file name (``report``'s
+    index.html) passes ``around=False``.
     """
     target = _resolved(out)
     for flag, path in inputs:
         if path is None:
             continue
         src = _resolved(path)
-        if _inside(target, src) or _inside(src, target):
+        if _inside(target, src) or (around and _inside(src, target)):
             where = "is" if target == src else "is inside" if _inside(target, src) else "contains"
             raise UsageError(f"{out_flag} {out} {where} {flag} {path}: piebench never writes where it reads; "
                              f"choose an output folder outside your inputs")

@@ -266,7 +266,7 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
         runs = select_runs(root, protocol, max_runs)
         if not runs:
             raise UsageError(f"no finished runs of protocol '{protocol}' under {root}")
-    refuse_overlap(out_dir, "--out", [("RUN_DIR", d) for d, _ in runs] + [("--runs-dir", root)])
+    refuse_overlap(out_dir, "--out", [("RUN_DIR", d) for d, _ in runs] + [("--runs-dir", root)], around=False)
     plan = OutputPlan(out_dir, overwrite)
     out = plan.add("index.html")
     replaced = plan.check()
