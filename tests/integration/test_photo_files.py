@@ -518,3 +518,15 @@ def test_a_bad_photo_in_a_folder_dataset_names_it_without_advising_a_flag_run_la
     with pytest.raises(UsageError, match="does not match the input") as err:
         build_folder(root, resolution=16, test_fraction=0.0)
     assert "--skip-bad" not in str(err.value) and "fix or remove" in str(err.value)
+
+
+def test_an_output_that_resolves_to_the_input_through_a_symlink_or_dots_is_refused(tmp_path, identity_weights):
+    src = tmp_path / "mine"
+    src.mkdir()
+    Image.fromarray(_u8(gradient(8, 8))).save(src / "a.png")
+    (tmp_path / "link").symlink_to(src)
+    before = _digest(src)
+    for out in (tmp_path / "link", tmp_path / "other" / ".." / "mine" / "sub"):
+        res = _enhance(identity_weights[0], "--input", src, "--out", out)
+        assert _code(res) == 2 and "never writes where it reads" in str(res.exception), out
+    assert _digest(src) == before and sorted(p.name for p in src.iterdir()) == ["a.png"]
