@@ -530,3 +530,25 @@ def test_an_output_that_resolves_to_the_input_through_a_symlink_or_dots_is_refus
         res = _enhance(identity_weights[0], "--input", src, "--out", out)
         assert _code(res) == 2 and "never writes where it reads" in str(res.exception), out
     assert _digest(src) == before and sorted(p.name for p in src.iterdir()) == ["a.png"]
+
+
+def test_folder_dataset_compares_a_p3_input_with_an_adobe_rgb_edit_in_srgb(tmp_path):
+    """The same colours, stored once in Display P3 and once in Adobe RGB: equal once both are sRGB."""
+    from piebench.data.folder import build_folder
+
+    root = tmp_path / "ds"
+    for d in ("input", "ann"):
+        (root / d).mkdir(parents=True)
+    p3, adobe = icc_profile("p3"), icc_profile("adobe")
+    to_adobe = ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(p3)),
+                                       ImageCms.ImageCmsProfile(io.BytesIO(adobe)), "RGB", "RGB")
+    raw_gap = 0
+    for i in range(3):
+        x = Image.fromarray(_u8(gradient(16, 16, i) * 0.8 + 0.1))
+        x.save(root / "input" / f"p{i}.png", icc_profile=p3)
+        y = ImageCms.applyTransform(x, to_adobe)
+        y.save(root / "ann" / f"p{i}.png", icc_profile=adobe)
+        raw_gap = max(raw_gap, int(np.abs(np.asarray(x).astype(int) - np.asarray(y)).max()))
+    v = np.asarray(build_folder(root, resolution=16, test_fraction=0.0).versions).astype(int)
+    assert raw_gap > 10  # as stored, the two files disagree
+    assert np.abs(v[0] - v[1]).max() <= 3  # as shown, they agree (two 8-bit roundings apart)
