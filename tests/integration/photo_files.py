@@ -3,13 +3,18 @@
 :func:`icc_profile` writes an ICC v2 matrix/TRC display profile (header, ``desc``, ``wtpt``,
 ``rXYZ``/``gXYZ``/``bXYZ`` adapted to D50 with Bradford, ``rTRC``/``gTRC``/``bTRC``), the structure
 Adobe RGB (1998) and Display P3 profiles have; littleCMS reads it (the tests check that).
+The other helpers write tagged, rotated and 16-bit files, give the independent references
+(``cms``: ImageCms) and hash folders to prove the user's files were not touched.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import struct
 
 import numpy as np
+from PIL import Image, ImageCms
 
 D50 = (0.9642, 1.0, 0.8249)
 
@@ -73,3 +78,60 @@ def gradient(h: int, w: int, seed: int = 0) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     img = np.stack([x / max(w - 1, 1), y / max(h - 1, 1), 1 - x / max(w - 1, 1)], axis=-1)
     return np.clip(img * 0.85 + rng.random((h, w, 3)).astype(np.float32) * 0.15, 0, 1)
+
+
+SRGB = ImageCms.createProfile("sRGB")
+
+
+def u8(a):
+    return np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
+
+
+def u16(a):
+    return np.clip(np.rint(a * 65535), 0, 65535).astype(np.uint16)
+
+
+def cms(arr8: np.ndarray, profile: bytes) -> np.ndarray:
+    """The independent reference: littleCMS through ImageCms, on 8-bit pixels."""
+    im = ImageCms.profileToProfile(Image.fromarray(arr8), ImageCms.ImageCmsProfile(io.BytesIO(profile)), SRGB,
+                                   renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
+    return np.asarray(im)
+
+
+def png16(path, arr, profile=None):
+    """A 16-bit PNG through the same chunk layout any editor writes (libpng via imagecodecs + iCCP)."""
+    import zlib
+
+    import imagecodecs
+
+    from piebench.data.write import _png_chunk
+
+    png = imagecodecs.png_encode(np.ascontiguousarray(arr))
+    if profile:
+        png = png[:33] + _png_chunk(b"iCCP", b"P3\x00\x00" + zlib.compress(profile)) + png[33:]
+    path.write_bytes(png)
+
+
+def with_orientation(upright: Image.Image, orientation: int) -> tuple[Image.Image, bytes]:
+    """A stored image and EXIF such that a viewer shows ``upright``."""
+    inverse = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+               7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}[orientation]
+    stored = upright.transpose(inverse) if inverse is not None else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "TestCam"  # Make: must survive the round trip
+    return stored, exif.tobytes()
+
+
+def digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def exit_code(res) -> int:
+    """The exit code `piebench` gives (CliRunner reports a raised PiebenchError as 1)."""
+    from piebench.errors import PiebenchError
+
+    return res.exception.exit_code if isinstance(res.exception, PiebenchError) else res.exit_code
+
