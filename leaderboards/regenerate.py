@@ -93,13 +93,21 @@ def render_throughput(records: Path = RECORDS) -> str | None:
             row[f"p50 ms {r['size']}"] = f"{r['latency_ms']['p50']:.1f}"
         rows.append(row)
     settings = next(iter(latest.values()))["settings"]
+    created = sorted(rec["created"] for rec in latest.values())
+    cpus = sorted({str(rec["environment"]["cpus"]) for rec in latest.values() if "cpus" in rec["environment"]})
+    cpus_txt = f"{'/'.join(cpus)} CPUs" if cpus else "no core count recorded"
+    load = [rec["environment"]["load_1min"] for rec in latest.values() if "load_1min" in rec["environment"]]
+    load_txt = (f"a 1-minute load average of {min(load):.1f} to {max(load):.1f} at the start of each"
+                if load else "no load average recorded")
+    where = (f"Measured one enhancer after another from {created[0]} to {created[-1]} on one "
+             f"{env.get('cpu', '?')} machine ({cpus_txt}, {load_txt}): "
+             f"compare rows measured in the same session only.")
     return f"""# CPU throughput: forward pass of every enhancer
 
 Images per second turned into megapixels per second (MP/s ↑) and median latency, batch
 {settings['batch']}, float32, {settings.get('threads', '?')} torch thread(s), median of
 {settings['repeats']} timed batches after {settings['warmup']} warm-up; the preference is computed
-once from random references (encoder cost excluded). Measured one enhancer after another on
-an otherwise idle 2-core CPU: compare rows measured in the same session only.
+once from random references (encoder cost excluded). {where}
 
 {tabulate(rows, headers="keys", tablefmt="github")}
 

@@ -151,6 +151,13 @@ def resolve_device(name: str) -> str:
         raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     if name != "cpu" and not name.startswith("cuda") and name != "mps":
         raise UsageError(f"--device {name}: expected cpu, cuda, cuda:N or auto")
+    if name.startswith("cuda") and name != "cuda":
+        index = name[5:] if name[4:5] == ":" else ""
+        count = torch.cuda.device_count()
+        if not index.isdigit():
+            raise UsageError(f"--device {name}: expected cpu, cuda, cuda:N or auto")
+        if int(index) >= count:
+            raise UsageError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
     return name
 
 

@@ -38,13 +38,34 @@ def protocol_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("piebench.protocols").iterdir() if p.name.endswith(".toml"))
 
 
+#: numpy's generators take seeds in [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: Any, flag: str = "--seed") -> int:
+    """``seed`` as an int in [0, 2**32 - 1], else a UsageError."""
+    import operator
+
+    try:
+        value = operator.index(seed) if not isinstance(seed, bool) else None
+    except TypeError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise UsageError(f"{flag} {seed} is out of range; use an integer from 0 to {MAX_SEED}")
+    return int(value)
+
+
 def load_protocol(name_or_path: str) -> dict[str, Any]:
     """A protocol by name (shipped) or by path to a TOML file, validated."""
     path = Path(name_or_path)
     if name_or_path.endswith(".toml") or path.exists():
         if not path.is_file():
             raise UsageError(f"protocol file not found: {name_or_path}")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise UsageError(f"protocol file {path} is not UTF-8 text ({err.reason} at byte {err.start}); save it "
+                             f"as UTF-8") from None
         origin = str(path)
     else:
         names = protocol_names()
@@ -214,7 +235,7 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
         "enhancer": {"name": enhancer, "configuration": enhancer_config or train.pop("enhancer_config", "small"),
                      "params": {}},
         "blind": bool(blind),
-        "seed": int(seed),
+        "seed": check_seed(seed),
         "device": device,
         "store_device": store_device,
         "eval": copy.deepcopy(proto["eval"]),
@@ -273,6 +294,8 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
         parts, value = parse_set(item)
         _set_path(cfg, parts, value, item)
         cfg["overrides"].append(item)
+    check_seed(cfg["seed"], "seed")
+    check_seed(cfg["eval"].get("seed", 0), "eval.seed")
     _validate_resolved(cfg)
     cfg["versions"] = model_versions(encoder, enhancer)
     return cfg

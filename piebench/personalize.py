@@ -7,14 +7,14 @@
 * :func:`enhance_full` runs an enhancer on a whole photo: in one pass when the enhancer has a
   full-resolution path (spec meta or attribute ``full_resolution``: curves, LUTs, bilateral
   grids, per-pixel networks), otherwise in overlapping tiles blended with linear ramps.
-* :func:`write_index` writes ``index.html``: before / after thumbnails side by side.
+* the files (reading first, writing safely, ``index.html``) are :mod:`piebench.enhancing`'s.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import pathlib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,11 +86,13 @@ def _to_tensor(pixels: np.ndarray) -> Tensor:
 
 
 def read_refs(folder: str | pathlib.Path, resolution: tuple[int, int], pairs: bool,
-              max_refs: int | None = None) -> RefSet:
+              max_refs: int | None = None, skip_bad: bool = False) -> RefSet:
     """A RefSet ``[1, N, 3, H, W]`` from a folder of preferred photos.
 
     ``folder`` holds the edited photos directly, or ``input/`` plus one folder of edits (pairs
-    matched by name; required when the encoder needs reference pairs).
+    matched by name; required when the encoder needs reference pairs). Every reference is
+    decoded here, before anything is written; a bad one is an error naming it, or with
+    ``skip_bad`` one warning and it is left out.
     """
     from .data.images import fit, list_images, read_image
 
@@ -116,11 +118,25 @@ def read_refs(folder: str | pathlib.Path, resolution: tuple[int, int], pairs: bo
     if not targets:
         raise UsageError(f"--refs {folder}: no reference photos (png, jpg, tif) found; add the photos whose "
                          f"look you want")
-    if max_refs:
-        targets, inputs = targets[:max_refs], inputs[:max_refs]
     h, w = resolution
-    tgt = torch.stack([_to_tensor(fit(read_image(p), h, w)[0]) for p in targets])[None]
-    inp = torch.stack([_to_tensor(fit(read_image(p), h, w)[0]) for p in inputs])[None] if pairs else None
+    tgt_px, inp_px = [], []
+    for t, i in zip(targets, inputs, strict=True):
+        try:
+            a = fit(read_image(t), h, w)[0]
+            b = fit(read_image(i), h, w)[0] if pairs else None
+        except UsageError as err:
+            if not skip_bad:
+                raise UsageError(f"--refs: {err} (nothing was written; add --skip-bad to leave it out)") from None
+            print(f"piebench: warning: skipped reference: {err}", file=sys.stderr)
+            continue
+        tgt_px.append(a)
+        inp_px.append(b)
+        if max_refs and len(tgt_px) == max_refs:
+            break
+    if not tgt_px:
+        raise UsageError(f"--refs {folder}: no readable reference photos (each was skipped, see the warnings)")
+    tgt = torch.stack([_to_tensor(a) for a in tgt_px])[None]
+    inp = torch.stack([_to_tensor(b) for b in inp_px])[None] if pairs else None
     return RefSet(targets=tgt, inputs=inp)
 
 
@@ -209,41 +225,3 @@ def list_inputs(path: str | pathlib.Path) -> list[pathlib.Path]:
     if not files:
         raise UsageError(f"--input {path}: no photos (png, jpg, tif, webp, bmp) in it")
     return files
-
-
-def save_image(pixels: np.ndarray, path: pathlib.Path) -> None:
-    """Save uint8 RGB with the format of ``path``'s extension (JPEG at quality 95), atomically."""
-    from PIL import Image
-
-    ext = path.suffix.lower()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
-           ".webp": "WEBP", ".bmp": "BMP"}.get(ext, "PNG")
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    tmp.replace(path)
-
-
-def write_index(out: pathlib.Path, pairs: list[tuple[pathlib.Path, pathlib.Path]], title: str,
-                thumb: int = 512) -> pathlib.Path:
-    """``out/index.html`` with before / after thumbnails (written to ``out/_thumbs``)."""
-    from PIL import Image
-
-    thumbs = out / "_thumbs"
-    thumbs.mkdir(exist_ok=True)
-    rows = []
-    for before, after in pairs:
-        cells = []
-        for tag, src in (("before", before), ("after", after)):
-            im = Image.open(src).convert("RGB")
-            im.thumbnail((thumb, thumb))
-            name = f"{after.stem}.{tag}.jpg"
-            im.save(thumbs / name, quality=90)
-            cells.append(f'<td><img src="_thumbs/{html.escape(name)}" alt="{tag}"></td>')
-        rows.append(f"<tr><th>{html.escape(after.name)}</th>{''.join(cells)}</tr>")
-    page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>body{{font-family:sans-serif}}img{{max-width:{thumb}px}}td,th{{padding:4px}}</style>"
-            f"<h1>{html.escape(title)}</h1><table><tr><th></th><th>before</th><th>after</th></tr>"
-            f"{''.join(rows)}</table>\n")
-    path = out / "index.html"
-    path.write_text(page)
-    return path

@@ -248,11 +248,6 @@ def run_section(run_dir: Path, record: dict, photos: int = 3, max_users: int = 6
 
 
 # -- the page -----------------------------------------------------------------------------------------
-def _runs_root(run_dir: Path) -> Path:
-    """``<runs>`` for ``<runs>/<protocol>/<pair>/<run-id>``."""
-    return run_dir.resolve().parents[2] if len(run_dir.resolve().parents) > 2 else run_dir.parent
-
-
 def select_runs(runs_dir: str | Path, protocol: str, max_runs: int) -> list[tuple[Path, dict]]:
     """One finished run per (encoder, enhancer, blind, overrides) of ``protocol``: the lowest seed."""
     best: dict[tuple, tuple[Path, dict]] = {}
@@ -268,9 +263,17 @@ def select_runs(runs_dir: str | Path, protocol: str, max_runs: int) -> list[tupl
 
 def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protocol: str | None = None,
                  runs_dir: str | Path | None = None, max_runs: int = 12, photos: int = 3, max_users: int = 6,
-                 device: str = "cpu", command: str = "") -> Path:
-    """Write ``out_dir/index.html`` for ``run_dirs`` or for every configuration of ``protocol``."""
+                 device: str = "cpu", command: str = "", overwrite: bool = False) -> Path:
+    """Write ``out_dir/index.html`` for ``run_dirs`` or for every configuration of ``protocol``.
+
+    The leaderboard ranks the runs named and, with ``runs_dir``, the runs under it: never a
+    folder above a run. ``out_dir`` must lie outside every run and runs directory read; an
+    existing ``index.html`` is replaced only with ``overwrite``.
+    """
+    import pandas as pd
     from jinja2 import Environment, PackageLoader, select_autoescape
+
+    from .outputs import OutputPlan, refuse_overlap, replaced_message
 
     if not run_dirs and not protocol:
         raise UsageError("give a RUN_DIR or --protocol P")
@@ -282,7 +285,9 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
                 raise UsageError(f"{d} is not a run directory (no record.json)")
             runs.append((d, load_record(d / "record.json")))
         protocol = protocol or runs[0][1]["protocol"]["name"]
-        root = Path(runs_dir) if runs_dir else _runs_root(runs[0][0])
+        root = Path(runs_dir) if runs_dir else None
+        if root is not None and not root.is_dir():
+            raise UsageError(f"runs directory not found: {root}; pass an existing --runs-dir")
     else:
         root = Path(runs_dir or "runs")
         if not root.is_dir():
@@ -290,8 +295,17 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
         runs = select_runs(root, protocol, max_runs)
         if not runs:
             raise UsageError(f"no finished runs of protocol '{protocol}' under {root}")
+    refuse_overlap(out_dir, "--out", [("RUN_DIR", d) for d, _ in runs] + [("--runs-dir", root)], around=False)
+    plan = OutputPlan(out_dir, overwrite)
+    out = plan.add("index.html")
+    replaced = plan.check()
+    frames = [collect(root, protocol)] if root is not None else []
+    frames += [collect(d, protocol) for d in run_dirs]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not df.empty:  # a run named and also under --runs-dir counts once
+        df = df[~df["run_dir"].map(lambda p: str(Path(p).resolve())).duplicated()]
     tables = []
-    for spec, table in leaderboard_tables(collect(root, protocol)):
+    for spec, table in leaderboard_tables(df):
         tables.append({"spec": spec, "headers": list(table.columns),
                        "rows": [[str(v) for v in row] for row in table.itertuples(index=False)]})
     sections = [run_section(d, rec, photos, max_users, device) for d, rec in runs]
@@ -299,8 +313,10 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
     html = env.get_template("report.html").render(
         title=f"piebench report: {protocol}", protocol=protocol, tables=tables, runs=sections,
         generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), version=__version__,
-        command=command, runs_root=str(root), ba_px=BEFORE_AFTER_PX)
-    out = Path(out_dir) / "index.html"
+        command=command, runs_root=str(root) if root is not None else ", ".join(str(d) for d in run_dirs),
+        ba_px=BEFORE_AFTER_PX)
     atomic_write_text(out, html)
     out.chmod(0o644)  # a page to share, not a private temp file
+    if replaced:
+        print(replaced_message(replaced), file=sys.stderr)
     return out

@@ -32,6 +32,7 @@ from .errors import RunFailed, UsageError
 from .personalize import full_resolution_of
 from .plugins import get_manager
 from .runs import (
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     base_record,
@@ -161,6 +162,7 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
                                      plugins=_plugins_used(cfg, registry), device=device)
             else:
                 record = _load_record(run_dir)
+            original = None if fresh else (run_dir / "record.json").read_bytes()
             record["status"] = "running"
             record["notes"] = comps.notes
             record["encoder"]["pretrained_from"] = getattr(comps.encoder, "pretrained_from", "")
@@ -177,31 +179,38 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
             if fresh and dist.is_main:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        ctx = RunContext(config=cfg, run_dir=run_dir, record=record, loggers=loggers)
-        hook = get_manager().hook
-        pairs = "inputs" in comps.encoder.requires
-        sampler = build_sampler(comps.dataset, cfg, device=device, pairs=pairs)  # store on the device if it fits
-        record["speed"] = {"store": sampler.store.mode, "kernel": sampler.kernel, "world_size": dist.world_size,
-                           "backend": dist.backend, **{k: cfg["train"][k] for k in ("amp", "channels_last",
-                                                                                   "compile") if k in cfg["train"]}}
-        trainer = Trainer(comps, dist.shard_sampler(sampler), cfg, run_dir / "checkpoints", device=device,
-                          log_path=run_dir / "train_log.jsonl", hook=hook, run=ctx, progress=progress, dist=dist)
-        resumed_from = 0
-        if state is not None:
-            trainer.load_checkpoint(state)
-            resumed_from = trainer.step
-        elif not fresh:
-            found = latest_checkpoint(run_dir / "checkpoints")
-            if found:
-                trainer.load_checkpoint(found[1])
+        try:  # refused before training (too few photos, a store too big): no run dir is left behind
+            ctx = RunContext(config=cfg, run_dir=run_dir, record=record, loggers=loggers)
+            hook = get_manager().hook
+            pairs = "inputs" in comps.encoder.requires
+            sampler = build_sampler(comps.dataset, cfg, device=device, pairs=pairs)  # store on the device if it fits
+            record["speed"] = {"store": sampler.store.mode, "kernel": sampler.kernel, "world_size": dist.world_size,
+                               "backend": dist.backend, **{k: cfg["train"][k] for k in ("amp", "channels_last",
+                                                                                       "compile") if k in cfg["train"]}}
+            trainer = Trainer(comps, dist.shard_sampler(sampler), cfg, run_dir / "checkpoints", device=device,
+                              log_path=run_dir / "train_log.jsonl", hook=hook, run=ctx, progress=progress, dist=dist)
+            resumed_from = 0
+            if state is not None:
+                trainer.load_checkpoint(state)
                 resumed_from = trainer.step
-        if resumed_from == 0 and dist.is_main:
-            atomic_write_text(run_dir / "train_log.jsonl", "")
-        record["resumed_from_step"] = resumed_from
-        if resumed_from and dist.is_main:  # said even under --quiet: the user must know what was kept
-            print(f"piebench: resuming {run_dir} from step {resumed_from} of {trainer.total}", file=sys.stderr)
-        if dist.is_main:
-            hook.on_run_start(run=ctx)
+            elif not fresh:
+                found = latest_checkpoint(run_dir / "checkpoints")
+                if found:
+                    trainer.load_checkpoint(found[1])
+                    resumed_from = trainer.step
+            if resumed_from == 0 and dist.is_main:
+                atomic_write_text(run_dir / "train_log.jsonl", "")
+            record["resumed_from_step"] = resumed_from
+            if resumed_from and dist.is_main:  # said even under --quiet: the user must know what was kept
+                print(f"piebench: resuming {run_dir} from step {resumed_from} of {trainer.total}", file=sys.stderr)
+            if dist.is_main:
+                hook.on_run_start(run=ctx)
+        except BaseException:
+            if dist.is_main and fresh:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            elif dist.is_main and original is not None:  # a refused resume leaves the run as it was
+                atomic_write_bytes(run_dir / "record.json", original)
+            raise
         t0 = time.perf_counter()
         try:
             trainer.fit()

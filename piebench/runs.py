@@ -83,12 +83,37 @@ def read_json(path: str | Path) -> Any:
         raise UsageError(f"{path} is not valid JSON ({err}); it may be corrupt") from None
 
 
+def record_problem(rec: dict[str, Any]) -> str | None:
+    """What is malformed in a record's structure (a field of the wrong type), or None."""
+    for key in ("protocol", "encoder", "enhancer"):
+        if not isinstance(rec.get(key), dict) or not isinstance(rec[key].get("name"), str):
+            return f"'{key}' is not a table with a name"
+    if isinstance(rec.get("seed"), bool) or not isinstance(rec.get("seed"), int):
+        return "'seed' is not an integer"
+    if not isinstance(rec.get("status", ""), str):
+        return "'status' is not text"
+    for key in ("metrics", "timings", "compute", "parameters", "environment", "plugins", "speed"):
+        if rec.get(key) is not None and not isinstance(rec[key], dict):
+            return f"'{key}' is not a table"
+    for group in ("seen", "unseen"):
+        value = (rec.get("metrics") or {}).get(group)
+        if value is not None and not isinstance(value, dict):
+            return f"'metrics.{group}' is not a table"
+    if not isinstance(rec.get("overrides", []), list):
+        return "'overrides' is not a list"
+    return None
+
+
 def load_record(path: str | Path) -> dict[str, Any]:
-    """A record.json, refusing one written by a newer piebench."""
+    """A record.json, refusing one written by a newer piebench or a malformed one (UsageError)."""
     rec = read_json(path)
     if not isinstance(rec, dict) or "schema_version" not in rec:
         raise UsageError(f"{path} is not a piebench run record (no schema_version)")
-    if rec["schema_version"] > SCHEMA_VERSION:
+    if isinstance(rec["schema_version"], int) and rec["schema_version"] <= SCHEMA_VERSION:
+        problem = record_problem(rec)
+        if problem:
+            raise UsageError(f"{path} is malformed: {problem}; it may be corrupt or edited by hand")
+    if not isinstance(rec["schema_version"], int) or rec["schema_version"] > SCHEMA_VERSION:
         raise UsageError(f"{path} was written by piebench {rec.get('piebench_version', '?')} (record schema "
                          f"{rec['schema_version']} > {SCHEMA_VERSION}); upgrade piebench to read it")
     return rec

@@ -50,14 +50,30 @@ def split_list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def given_list(text: str | None, flag: str, example: str) -> list[str]:
+    """``split_list`` of an option the user gave (None = not given -> []); a given list with no
+    names (``--encoders ,``) is a UsageError rather than "all"."""
+    if text is None:
+        return []
+    items = split_list(text)
+    if not items:
+        raise UsageError(f"{flag} is empty ('{text}'); name at least one, e.g. {flag} {example}, or leave the "
+                         f"option out for all")
+    return items
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"`` -> [0, 1, 2]."""
+    """``"0,1,2"`` -> [0, 1, 2] (each in [0, 2**32 - 1])."""
+    from .config import check_seed
+
     try:
         seeds = [int(s) for s in split_list(text)]
     except ValueError:
         raise UsageError(f"--seeds expects comma-separated integers (e.g. 0,1,2), got '{text}'") from None
     if not seeds:
         raise UsageError("--seeds is empty; e.g. --seeds 0,1,2")
+    for seed in seeds:
+        check_seed(seed, "--seeds")
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds has duplicates: {text}")
     return seeds

@@ -27,9 +27,13 @@ def data() -> None:
 def prepare(dataset, root, layout, size, split, users, out, skip_bad, quiet) -> None:
     """Read DATASET under --root and write its image store once (resumable if interrupted)."""
     from ..data.fivek import default_store, prepare_fivek
+    from ..outputs import refuse_overlap
+    from ..sweep import given_list
 
+    names = given_list(users, "--users", "A,B,C,D,E") or None
     out = pathlib.Path(out or default_store(root, layout, size, split))
-    names = [u.strip() for u in users.split(",") if u.strip()] if users else None
+    refuse_overlap(out, "--out", [("--root", root)] + ([("--split", split)] if split and pathlib.Path(split).is_file()
+                                                       else []))
     path = prepare_fivek(root, layout, out, size=size, split=split, users=names, skip_bad=skip_bad,
                          progress=not quiet)
     meta = json.loads((path / "store.json").read_text())
@@ -50,12 +54,16 @@ def prepare(dataset, root, layout, size, split, users, out, skip_bad, quiet) -> 
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder dataset.")
 @click.option("--max-size", type=click.IntRange(0), default=1024, show_default=True,
               help="Shrink photos to this long edge first (0 = keep).")
-def synth(presets, photos, out, max_size) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an earlier `data synth` output at --out (listed).")
+def synth(presets, photos, out, max_size, overwrite) -> None:
     """Turn each preset into a synthetic user and write a `folder` dataset (OUT/input, OUT/<preset>)."""
     from ..data.presets import synth as run_synth
     from ..data.presets import unsupported_message
+    from ..outputs import replaced_message
 
-    report = run_synth(presets, photos, out, max_size=max_size, warn=False)
+    report = run_synth(presets, photos, out, max_size=max_size, warn=False, overwrite=overwrite)
+    if report["replaced"]:
+        click.echo(replaced_message(report["replaced"]), err=True)
     if report["unsupported"]:
         click.echo(f"piebench: warning: {unsupported_message(report['unsupported'])}", err=True)
     click.echo(f"wrote {out}: {len(report['users'])} users x {len(report['photos'])} photos "

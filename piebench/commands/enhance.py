@@ -30,34 +30,35 @@ from ..errors import UsageError
 @click.option("--max-refs", type=click.IntRange(1), default=None, help="Use at most this many references.")
 @click.option("--max-size", type=click.IntRange(0), default=0, show_default=True,
               help="Shrink inputs to this long edge first (0 = full resolution).")
+@click.option("--format", "fmt", type=click.Choice(["png", "jpeg", "tiff", "webp"], case_sensitive=False),
+              default=None, help="Write this format (default: each input's own format and bit depth).")
+@click.option("--quality", type=click.IntRange(1, 100), default=None,
+              help="JPEG/WebP quality (default 95).")
+@click.option("--overwrite", is_flag=True, help="Replace files already in --out (they are listed).")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable photos (one warning each) instead of stopping.")
 def enhance(run_dir, refs, style, enhancer, weights, configuration, inputs, out, device, mode, tile, overlap, max_refs,
-            max_size) -> None:
-    """Enhance --input photos; write them to --out with the same names plus index.html (before/after)."""
+            max_size, fmt, quality, overwrite, skip_bad) -> None:
+    """Enhance --input photos; write them to --out (same names, format and bit depth) plus index.html."""
     import torch
 
     from ..build import resolve_device
-    from ..data.images import quantise, read_image, resize, to_srgb
-    from ..personalize import (
-        enhance_full,
-        full_resolution_of,
-        list_inputs,
-        load_run,
-        read_refs,
-        save_image,
-        write_index,
-    )
+    from ..enhancing import check_finite_weights, enhance_photos
+    from ..outputs import refuse_overlap
+    from ..personalize import enhance_full, full_resolution_of, list_inputs, load_run, read_refs
 
     if bool(run_dir) == bool(enhancer):
         raise UsageError("give either --run RUN_DIR (with --refs) or --enhancer NAME --weights PATH")
     if run_dir and style is not None:
         raise UsageError("--style K picks a style stored with released weights (--enhancer); a run takes --refs")
+    refuse_overlap(out, "--out", [("--input", inputs), ("--refs", refs), ("--run", run_dir), ("--weights", weights)])
     device = resolve_device(device)
     files = list_inputs(inputs)
     if run_dir:
         if not refs:
             raise UsageError("--run needs --refs DIR: the photos edited the way you like")
         models = load_run(run_dir, device)
-        refset = read_refs(refs, models.resolution, "inputs" in models.encoder.requires, max_refs).to(device)
+        refset = read_refs(refs, models.resolution, "inputs" in models.encoder.requires, max_refs,
+                           skip_bad=skip_bad).to(device)
         model, full = models.enhancer, models.full_resolution
         title = f"{models.config['encoder']['name']} + {models.config['enhancer']['name']} ({run_dir})"
         click.echo(f"piebench: {refset.num_refs} references from {refs}; checkpoint {models.checkpoint}", err=True)
@@ -72,14 +73,10 @@ def enhance(run_dir, refs, style, enhancer, weights, configuration, inputs, out,
         full = full_resolution_of(get_registry().get("enhancer", enhancer), model.enhancer)
         refset, models, title = None, None, f"{enhancer} ({weights})"
     full = {"auto": full, "full": True, "tile": False}[mode]
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    pairs = []
-    for f in files:
-        image = to_srgb(read_image(f))
-        if max_size and max(image.shape[:2]) > max_size:
-            s = max_size / max(image.shape[:2])
-            image = resize(image, round(image.shape[0] * s), round(image.shape[1] * s)).astype("float32") / 255
+    for module in [model] if models is None else [models.encoder, models.enhancer]:
+        check_finite_weights(module, title)
+
+    def run(image, name):
         x = torch.from_numpy(image).permute(2, 0, 1)[None].to(device)
         pref = None
         if models is not None:
@@ -90,10 +87,9 @@ def enhance(run_dir, refs, style, enhancer, weights, configuration, inputs, out,
             with torch.no_grad():
                 pref = models.encoder(rs)
         y = enhance_full(model, x, pref, full_resolution=full, tile=tile, overlap=overlap)
-        target = out / f.name
-        save_image(quantise(y[0].permute(1, 2, 0).cpu().numpy()), target)
-        pairs.append((f, target))
-        click.echo(f"{f} -> {target}")
-    index = write_index(out, pairs, title)
+        return y[0].permute(1, 2, 0).cpu().numpy()
+
+    index, n = enhance_photos(files, pathlib.Path(out), run, title=title, fmt=fmt, quality=quality,
+                              overwrite=overwrite, skip_bad=skip_bad, max_size=max_size, echo=click.echo)
     how = "the model's full-resolution path" if full else f"overlapping {tile}-px tiles where a photo is larger"
-    click.echo(f"{len(pairs)} photos enhanced at full resolution ({how}); before/after: {index}")
+    click.echo(f"{n} photos enhanced at full resolution ({how}); before/after: {index}")

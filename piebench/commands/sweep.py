@@ -11,9 +11,9 @@ from ..errors import RunFailed
 from ..sweep import (
     ABLATION_KEYS,
     ablation_table,
+    given_list,
     parse_ablation,
     parse_seeds,
-    split_list,
     sweep_table,
     write_ablation,
 )
@@ -26,8 +26,8 @@ def _echo(msg: str) -> None:
 
 
 @click.command("sweep")
-@click.option("--encoders", default="", help="Comma-separated encoders (default: every installed one).")
-@click.option("--enhancers", default="", help="Comma-separated enhancers (default: every installed one).")
+@click.option("--encoders", default=None, help="Comma-separated encoders (default: every installed one).")
+@click.option("--enhancers", default=None, help="Comma-separated enhancers (default: every installed one).")
 @click.option("--protocol", default="smoke", show_default=True, help="Protocol name or .toml path.")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
 @click.option("--cross", is_flag=True,
@@ -75,7 +75,8 @@ def sweep(encoders, enhancers, protocol, seeds, cross, steps, sets, runs_dir, bl
                         partition=partition, account=account, qos=qos, slurm_opts=parse_slurm_opts(list(slurm_opts)),
                         max_parallel=max_parallel)
         spec.check_available()  # before any planning or training
-    items = run_sweep(protocol, split_list(encoders), split_list(enhancers), seeds=parse_seeds(seeds), cross=cross,
+    items = run_sweep(protocol, given_list(encoders, "--encoders", "angular,star"),
+                      given_list(enhancers, "--enhancers", "sa,lut3d"), seeds=parse_seeds(seeds), cross=cross,
                       steps=steps, sets=list(sets), runs_dir=runs_dir, blind_twins=blind_twins, device=device,
                       progress=progress, echo=_echo, launcher=spec)
     click.echo(sweep_table(items))

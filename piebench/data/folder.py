@@ -25,6 +25,9 @@ from .images import list_images
 from .prepared import PhotoSource, cache_dir, load_store, write_store
 
 INPUT_DIR = "input"
+#: The photo reader's behaviour, part of the cache key: stores built before EXIF orientation and
+#: ICC conversion were applied are rebuilt, not reused.
+READER = "oriented+icc/1"
 
 
 def scan_folder(root: pathlib.Path) -> tuple[list[str], dict[str, list[pathlib.Path | None]]]:
@@ -117,11 +120,12 @@ def build_folder(root: str | pathlib.Path, resolution: int = 256, test_fraction:
     stamp = [[str(s.relative_to(root)), s.stat().st_size, s.stat().st_mtime_ns] if s else None
              for p in photos for s in p.sources]
     recipe = {"dataset": "folder", "root": str(root), "resolution": resolution, "users": users,
-              "split": "split.json" if table is not None else f"hash:{test_fraction}"}
+              "split": "split.json" if table is not None else f"hash:{test_fraction}",
+              "reader": READER}
     recipe_hash = canonical_hash({**recipe, "files": stamp, "splits": [p.split for p in photos]})
     out = cache_dir() / "prepared" / f"folder-{recipe_hash}"
     write_store(out, name="folder", recipe=recipe, recipe_hash=recipe_hash, users=users, photos=photos,
                 size=(resolution, resolution), require_all=False, progress=progress,
-                info={"root": str(root)})
+                info={"root": str(root)}, skip_flag=None)
     unseen = list(unseen_users or [])
     return load_store(out, unseen=unseen, name="folder")

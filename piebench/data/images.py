@@ -1,12 +1,15 @@
-"""Reading photos (8/16-bit PNG, JPEG, TIFF, DNG) with one-line errors, and fitting them to a size.
+"""Reading photos (8/16-bit PNG, JPEG, TIFF, float TIFF, DNG) as a viewer shows them, with one-line errors.
 
-:func:`read_image` returns the decoded pixels in their own type (uint8, uint16 or float) plus
-the colour space (``"srgb"`` or ``"prophoto"``) and the sha256 of the file's bytes, read once.
-:func:`to_srgb` turns them into float32 sRGB in [0, 1]; :func:`fit` resizes and crops to a fixed
-``H x W`` (rotating portrait photos into a landscape store) and quantises to uint8.
+The one reader of every photo piebench opens (``enhance`` inputs and references, folder
+datasets, ``data synth``, ``data prepare``). :func:`read_image` applies the EXIF (or TIFF)
+orientation, converts an embedded ICC profile to sRGB through littleCMS (:mod:`.icc`), keeps
+16-bit and float precision, carries the alpha channel alongside, and returns the sha256 of the
+file's bytes (read once). :func:`to_srgb` turns the pixels into float32 sRGB in [0, 1]; :func:`fit`
+resizes and crops to a fixed ``H x W`` (rotating portrait photos into a landscape store) and
+quantises to uint8.
 
-Every unreadable file -- missing, truncated, not an image, grayscale, CMYK -- raises
-:class:`~piebench.errors.UsageError` naming the file and what to do.
+Every unreadable file -- missing, empty, truncated, not an image, grayscale, CMYK, non-finite
+float samples -- raises :class:`~piebench.errors.UsageError` naming the file and what to do.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pathlib
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +32,15 @@ RAW_EXTS = (".dng",)
 
 @dataclass
 class Image:
-    """Decoded pixels ``[H, W, 3]`` (native dtype), colour space, bits, source sha256 and byte size."""
+    """A photo as a viewer shows it: upright (EXIF orientation applied), RGB ``[H, W, 3]`` in the
+    working colour space, and what is needed to write it back at full fidelity.
+
+    ``pixels``: native dtype (uint8, uint16, float) when the file is sRGB (or untagged) or
+    ProPhoto (``colourspace``); float32 sRGB [0, 1] after an ICC conversion of a 16-bit or float
+    file, uint8 after one of an 8-bit file. ``bits``: the file's bit depth (8, 16, 32);
+    ``alpha``: its alpha channel ``[H, W]`` (native dtype, oriented) or None; ``icc``/``exif``:
+    the embedded profile and EXIF bytes; ``format``: PNG, JPEG, TIFF, WEBP, BMP or DNG.
+    """
 
     pixels: np.ndarray
     colourspace: str
@@ -36,6 +48,11 @@ class Image:
     sha256: str
     nbytes: int
     path: str
+    alpha: np.ndarray | None = None
+    icc: bytes | None = None
+    exif: bytes | None = None
+    format: str = "PNG"
+    orientation: int = 1
 
     @property
     def size(self) -> tuple[int, int]:
@@ -53,47 +70,110 @@ def _bad(path: pathlib.Path, what: str, fix: str = "re-export it, or remove it")
     return UsageError(f"{path}: {what}; {fix}")
 
 
+def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """``pixels [H, W, ...]`` turned upright for an EXIF/TIFF orientation 1-8 (as ``ImageOps.exif_transpose``)."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, k=1),
+    }
+    op = ops.get(int(orientation))
+    return np.ascontiguousarray(op(pixels)) if op else pixels
+
+
+def _warn(line: str) -> None:
+    print(f"piebench: warning: {line}", file=sys.stderr)
+
+
 def read_image(path: str | pathlib.Path, colourspace: str | None = None, half_size: bool = False) -> Image:
-    """Decode ``path``; ``colourspace`` forces ``"srgb"`` / ``"prophoto"`` (TIFFs otherwise tell
-    by their embedded ICC profile); ``half_size`` demosaics raw files at half resolution."""
+    """Decode ``path`` as a viewer shows it (see :class:`Image`).
+
+    ``colourspace`` forces ``"srgb"`` / ``"prophoto"`` (no ICC conversion then); otherwise the
+    embedded ICC profile decides: ProPhoto stays ``"prophoto"`` (:func:`to_srgb` converts it),
+    any other profile is converted to sRGB by :func:`piebench.data.icc.convert_to_srgb` (a
+    profile it cannot convert is one warning line naming the file). ``half_size`` demosaics raw
+    files at half resolution.
+    """
+    from . import icc as icc_mod
+
     path = pathlib.Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: file not found; check the path (or the layout with --layout)")
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     ext = path.suffix.lower()
+    if not data:
+        raise _bad(path, "empty file (0 bytes)")
+    alpha, profile, exif, orientation = None, None, None, 1
     if ext in RAW_EXTS:
-        pixels, space = _read_raw(path, data, half_size), "srgb"
+        pixels, space, fmt = _read_raw(path, data, half_size), "srgb", "DNG"
     elif ext in (".tif", ".tiff"):
-        pixels, space = _read_tiff(path, data)
+        pixels, alpha, profile, orientation = _read_tiff(path, data)
+        space, fmt = ("prophoto" if icc_mod.kind(profile) == "prophoto" else "srgb"), "TIFF"
     else:
-        pixels, space = _read_pil(path, data), "srgb"
+        pixels, alpha, profile, exif, orientation, fmt = _read_pil(path, data)
+        space = "prophoto" if icc_mod.kind(profile) == "prophoto" else "srgb"
     if pixels.size == 0:
         raise _bad(path, "the image is empty (0 pixels)")
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise _bad(path, "float image with NaN or infinite samples", "re-export it with finite values")
     bits = 8 if pixels.dtype == np.uint8 else 16 if pixels.dtype == np.uint16 else 32
-    return Image(pixels, colourspace or space, bits, digest, len(data), str(path))
+    pixels = orient(pixels, orientation)
+    if alpha is not None:
+        alpha = orient(alpha, orientation)
+    if colourspace is None and icc_mod.kind(profile) == "other":
+        pixels, warning = icc_mod.convert_to_srgb(pixels, profile, str(path))
+        if warning:
+            _warn(warning)
+    return Image(pixels, colourspace or space, bits, digest, len(data), str(path), alpha=alpha, icc=profile,
+                 exif=exif, format=fmt, orientation=orientation)
 
 
-def _read_pil(path: pathlib.Path, data: bytes) -> np.ndarray:
+def _png_16bit(data: bytes) -> bool:
+    """A PNG whose IHDR says 16 bits per sample, RGB or RGBA (Pillow would read it as 8-bit)."""
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 26 and data[24] == 16 and data[25] in (2, 6)
+
+
+def _read_pil(path: pathlib.Path, data: bytes):
     from PIL import Image as PILImage
 
     try:
         im = PILImage.open(io.BytesIO(data))
         im.load()
+        exif_table = im.getexif()
     except Exception as err:  # noqa: BLE001 - any decoder failure is a bad file
         raise _bad(path, f"not a readable image or truncated ({type(err).__name__}: {err})") from None
+    orientation = int(exif_table.get(0x0112, 1) or 1)
+    profile = im.info.get("icc_profile") or None
+    exif = exif_table.tobytes() if len(exif_table) else None
     mode = im.mode
     if mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
         raise _bad(path, f"grayscale image (mode {mode}); piebench needs RGB",
                    "export it as RGB (or remove it)")
     if mode == "CMYK":
         raise _bad(path, "CMYK image; piebench needs RGB", "export it as sRGB (or remove it)")
-    if mode != "RGB":
-        im = im.convert("RGB")  # palette, RGBA (alpha dropped), YCbCr
-    return np.asarray(im)
+    alpha = None
+    if _png_16bit(data):
+        import imagecodecs
+
+        try:
+            arr = imagecodecs.png_decode(data)
+        except Exception as err:  # noqa: BLE001
+            raise _bad(path, f"not a readable 16-bit PNG or truncated ({type(err).__name__}: {err})") from None
+        rgb, alpha = arr[..., :3], (arr[..., 3] if arr.shape[-1] == 4 else None)
+    else:
+        if mode in ("RGBA", "PA") or (mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            alpha = np.asarray(im)[..., 3]
+        rgb = np.asarray(im.convert("RGB") if im.mode != "RGB" else im)  # palette, YCbCr
+    return np.ascontiguousarray(rgb), alpha, profile, exif, orientation, im.format or "PNG"
 
 
-def _read_tiff(path: pathlib.Path, data: bytes) -> tuple[np.ndarray, str]:
+def _read_tiff(path: pathlib.Path, data: bytes):
     import tifffile
 
     try:
@@ -102,6 +182,8 @@ def _read_tiff(path: pathlib.Path, data: bytes) -> tuple[np.ndarray, str]:
             photometric = int(page.photometric)
             icc = page.tags.get(34675)
             icc_bytes = bytes(icc.value) if icc is not None else b""
+            tag = page.tags.get(274)
+            orientation = int(tag.value) if tag is not None else 1
             pixels = page.asarray()
     except Exception as err:  # noqa: BLE001
         raise _bad(path, f"not a readable TIFF or truncated ({type(err).__name__}: {err})") from None
@@ -115,8 +197,10 @@ def _read_tiff(path: pathlib.Path, data: bytes) -> tuple[np.ndarray, str]:
         raise _bad(path, f"unsupported TIFF layout {pixels.shape}; expected H x W x 3")
     if pixels.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise _bad(path, f"unsupported TIFF sample type {pixels.dtype}", "export it as 8- or 16-bit RGB")
-    space = "prophoto" if (b"ProPhoto" in icc_bytes or b"ROMM" in icc_bytes) else "srgb"
-    return pixels[..., :3], space
+    if pixels.dtype == np.float64:
+        pixels = pixels.astype(np.float32)
+    alpha = pixels[..., 3] if pixels.shape[-1] == 4 else None
+    return np.ascontiguousarray(pixels[..., :3]), alpha, icc_bytes or None, orientation
 
 
 def _read_raw(path: pathlib.Path, data: bytes, half_size: bool) -> np.ndarray:

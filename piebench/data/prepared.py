@@ -76,12 +76,13 @@ def _read_log(path: pathlib.Path) -> list[dict]:
 def write_store(out: str | pathlib.Path, *, name: str, recipe: dict, recipe_hash: str, users: list[str],
                 photos: list[PhotoSource], size: tuple[int, int] | None, skip_bad: bool = False,
                 require_all: bool = True, half_size_raw: bool = False, progress: bool = True,
-                info: dict | None = None) -> pathlib.Path:
+                info: dict | None = None, skip_flag: str | None = "--skip-bad") -> pathlib.Path:
     """Prepare ``photos`` into the store ``out`` (``size`` = (H, W), or None for full resolution).
 
     Resumes ``out.partial`` when it was started with the same ``recipe_hash``; returns ``out``
     at once when it is already complete with that hash. A bad photo raises UsageError naming
-    the file, unless ``skip_bad`` (then it is listed in the manifest). ``require_all``: a missing
+    the file, unless ``skip_bad`` (then it is listed in the manifest; ``skip_flag`` is the option the
+    error suggests, None where the command has none). ``require_all``: a missing
     retouch is an error (FiveK's experts retouched every photo) rather than an unavailable entry.
     """
     out = pathlib.Path(out)
@@ -127,8 +128,9 @@ def write_store(out: str | pathlib.Path, *, name: str, recipe: dict, recipe_hash
                 pixels, record = _prepare_photo(photo, users, size, require_all, half_size_raw)
             except UsageError as err:
                 if not skip_bad:
-                    raise UsageError(f"{err} (or rerun with --skip-bad to skip it; the {slots} photos done "
-                                     f"so far are kept in {partial} and a rerun continues)") from None
+                    how = f"or rerun with {skip_flag} to skip it" if skip_flag else "or fix or remove that file"
+                    raise UsageError(f"{err} ({how}; the {slots} photos done so far are kept in {partial} and a "
+                                     f"rerun continues)") from None
                 log.write(jsonio.dumps({"name": photo.name, "skipped": str(err)}) + "\n")
                 log.flush()
                 bar(1)
@@ -211,9 +213,17 @@ def _prepare_photo(photo: PhotoSource, users: list[str], size: tuple[int, int] |
         arr, how = fit(img, *target, rotate=size is not None)
         pixels.append(arr)
         sources.append({"file": img.path, "bytes": img.nbytes, "size": [img.size[0], img.size[1]],
-                        "bits": img.bits, "colourspace": img.colourspace, "sha256": img.sha256, "fit": how})
+                        "bits": img.bits, "colourspace": img.colourspace, "sha256": img.sha256, "fit": how,
+                        "orientation": img.orientation, "icc": _icc_name(img.icc)})
     return pixels, {"name": photo.name, "scene": photo.scene, "split": photo.split,
                     "available": [s is not None for s in sources[1:]], "sources": sources}
+
+
+def _icc_name(icc: bytes | None) -> str | None:
+    """The embedded profile's description for the manifest (what the reader converted from)."""
+    from .icc import description
+
+    return (description(icc) or "unnamed") if icc else None
 
 
 def _finish(partial: pathlib.Path, out: pathlib.Path, *, name: str, recipe: dict, recipe_hash: str,

@@ -109,11 +109,14 @@ def read_preset(path: str | pathlib.Path) -> Preset:
     mapped: dict[str, Any] = {}
     for key, value in settings.items():
         if key in SUPPORTED and key not in ("ToneCurvePV2012", "Temperature", "Tint"):
-            if not isinstance(value, float):
-                raise UsageError(f"{path}: crs:{key}={value!r} is not a number; fix the preset")
+            if not isinstance(value, float) or not np.isfinite(value):
+                raise UsageError(f"{path}: crs:{key}={value!r} is not a finite number; fix the preset")
             mapped[key] = value
     if "ToneCurvePV2012" in settings:
         mapped["ToneCurvePV2012"] = _curve(path, settings["ToneCurvePV2012"])
+    for key in ("Temperature", "Tint"):
+        if isinstance(settings.get(key), float) and not np.isfinite(settings[key]):
+            raise UsageError(f"{path}: crs:{key}={settings[key]!r} is not a finite number; fix the preset")
     if "IncrementalTemperature" not in mapped and isinstance(settings.get("Temperature"), float):
         kelvin = settings["Temperature"]
         if kelvin <= 0:
@@ -163,48 +166,89 @@ def _resize_long(image: np.ndarray, max_size: int) -> np.ndarray:
 
 
 def synth(presets: str | pathlib.Path, photos: str | pathlib.Path, out: str | pathlib.Path, *,
-          max_size: int = 1024, warn: bool = True) -> dict[str, Any]:
+          max_size: int = 1024, warn: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Apply every preset to every photo and write a ``folder`` dataset at ``out``.
 
-    Returns ``{"users": [...], "photos": [...], "unsupported": {setting: [preset files]}}``;
-    with ``warn`` the unsupported settings are also reported in one ``UserWarning``.
+    Every preset is read and validated first (a bad one names its file; nothing is written).
+    ``out`` must lie outside ``presets`` and ``photos`` (and must not hold them). The dataset is
+    built in a hidden folder beside ``out`` and renamed into place, so an interrupted synth leaves
+    no half dataset. An existing, non-empty ``out`` is refused unless ``overwrite`` -- and then
+    only when it is an earlier synth output (it has ``presets.json``); it is replaced as a whole,
+    so its old preset folders do not linger as users.
+
+    Returns ``{"users": [...], "photos": [...], "unsupported": {setting: [preset files]},
+    "replaced": [files]}``; with ``warn`` the unsupported settings are also reported in one
+    ``UserWarning``.
     """
+    import os
+    import shutil
+
     from PIL import Image as PILImage
 
-    read = read_presets(presets)
+    from ..outputs import refuse_overlap
+
     photos = pathlib.Path(photos)
+    out = pathlib.Path(out)
+    refuse_overlap(out, "--out", [("--photos", photos), ("--presets", presets)])
+    read = read_presets(presets)
     if not photos.is_dir():
         raise UsageError(f"--photos {photos}: folder not found")
     files = list_images(photos)
     if not files:
         raise UsageError(f"--photos {photos}: no images (png, jpg, tif, webp, bmp) in it")
-    out = pathlib.Path(out)
-    taken: set[str] = set()
-    users = [_user_name(p.name, taken) for p in read]
-    for d in ["input", *users]:
-        (out / d).mkdir(parents=True, exist_ok=True)
-    stems: set[str] = set()
+    stems: dict[str, pathlib.Path] = {}
     for f in files:
         if f.stem in stems:
-            raise UsageError(f"{f}: two photos named {f.stem}.* in {photos}; rename one")
-        stems.add(f.stem)
-        image = _resize_long(to_srgb(read_image(f)), max_size)
-        PILImage.fromarray(quantise(image)).save(out / "input" / f"{f.stem}.png")
-        for user, preset in zip(users, read, strict=True):
-            edited = retouch(image, preset.params)
-            tmp = out / user / f".{f.stem}.png"
-            PILImage.fromarray(quantise(edited)).save(tmp, format="PNG")
-            tmp.replace(out / user / f"{f.stem}.png")
+            raise UsageError(f"{f}: two photos named {f.stem}.* in {photos} ({stems[f.stem].name}); rename one")
+        stems[f.stem] = f
+    replaced: list[pathlib.Path] = []
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not out.is_dir():
+            raise UsageError(f"--out {out} is a file; choose a folder")
+        if not overwrite:
+            raise UsageError(f"--out {out} is not empty; add --overwrite to replace an earlier `data synth` output "
+                             f"there, or choose a new folder")
+        if not (out / "presets.json").is_file():
+            raise UsageError(f"--out {out} is not a `data synth` output (no presets.json); piebench replaces only "
+                             f"its own datasets -- choose a new folder")
+        replaced = sorted(p for p in out.rglob("*") if p.is_file())
+    taken: set[str] = set()
+    users = [_user_name(p.name, taken) for p in read]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = out.with_name(f".{out.name}.synth-{os.getpid()}")
+    if build.exists():
+        shutil.rmtree(build)
+    try:
+        for d in ["input", *users]:
+            (build / d).mkdir(parents=True)
+        for stem, f in sorted(stems.items()):
+            image = _resize_long(to_srgb(read_image(f)), max_size)
+            PILImage.fromarray(quantise(image)).save(build / "input" / f"{stem}.png")
+            for user, preset in zip(users, read, strict=True):
+                edited = retouch(image, preset.params)
+                PILImage.fromarray(quantise(edited)).save(build / user / f"{stem}.png", format="PNG")
+        (build / "presets.json").write_text(jsonio.dumps(
+            {u: {"file": p.path, "params": p.params.to_dict(), "unsupported": p.unsupported}
+             for u, p in zip(users, read, strict=True)}, non_finite="refuse", indent=1))
+        if replaced:
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(build, out)
+            shutil.rmtree(old)
+        else:
+            if out.exists():
+                out.rmdir()  # empty
+            os.replace(build, out)
+    finally:
+        if build.exists():
+            shutil.rmtree(build, ignore_errors=True)
     unsupported: dict[str, list[str]] = {}
     for p in read:
         for key in p.unsupported:
             unsupported.setdefault(key, []).append(pathlib.Path(p.path).name)
-    (out / "presets.json").write_text(jsonio.dumps(
-        {u: {"file": p.path, "params": p.params.to_dict(), "unsupported": p.unsupported}
-         for u, p in zip(users, read, strict=True)}, non_finite="refuse", indent=1))
     if unsupported and warn:
         warnings.warn(unsupported_message(unsupported), UserWarning, stacklevel=2)
-    return {"users": users, "photos": sorted(stems), "unsupported": unsupported}
+    return {"users": users, "photos": sorted(stems), "unsupported": unsupported, "replaced": replaced}
 
 
 def unsupported_message(unsupported: dict[str, list[str]]) -> str:

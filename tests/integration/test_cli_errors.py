@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from piebench.cli import main
 
@@ -18,7 +19,9 @@ CASES = {
     "unknown protocol": (["--encoder", "angular", "--enhancer", "sa", "--protocol", "smok"], "unknown protocol 'smok'"),
     "typo in --set": (["--encoder", "angular", "--enhancer", "sa", "--set", "train.batch_user=2"], "unknown key"),
     "unknown schedule": (["--encoder", "angular", "--enhancer", "sa", "--schedule", "three-stage"], "unknown schedule"),
-    "no cuda": (["--encoder", "angular", "--enhancer", "sa", "--device", "cuda:7"], "--device"),
+    # one past the last CUDA device: refused with or without a GPU (none: "CUDA is not available")
+    "no such cuda device": (["--encoder", "angular", "--enhancer", "sa", "--device",
+                             f"cuda:{torch.cuda.device_count()}"], "--device cuda:"),
 }
 
 
@@ -29,8 +32,6 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path: Path, c
     with pytest.raises(SystemExit) as exc:
         main(["run", *args, "--runs-dir", str(runs), "--steps", "2", "--quiet"])
     err = capsys.readouterr().err
-    if case == "no cuda" and exc.value.code == 0:
-        pytest.skip("this machine has CUDA")
     assert exc.value.code == 2, err
     lines = [line for line in err.strip().splitlines() if not line.startswith("piebench: warning")]
     assert len(lines) == 1, err

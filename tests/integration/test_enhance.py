@@ -69,7 +69,7 @@ def test_enhance_with_a_run_at_full_resolution(run_dir, tmp_path):
     assert got.shape == (70, 100, 3)  # full resolution, not the 32 px training size
     assert Image.open(out / "cat.jpg").size == (60, 90)
     html = (out / "index.html").read_text()
-    assert "_thumbs/holiday.before.jpg" in html and (out / "_thumbs" / "holiday.after.jpg").exists()
+    assert "_thumbs/holiday.png.before.jpg" in html and (out / "_thumbs" / "holiday.png.after.jpg").exists()
     # Same as running the models by hand: preference from the references, one full-size pass.
     from piebench.data.images import fit, read_image, to_srgb
 
@@ -141,3 +141,43 @@ def test_run_needs_refs_with_photos(run_dir, tmp_path):
     res = _invoke(["enhance", "--run", str(run), "--refs", str(tmp_path / "refs"), "--input", str(tmp_path / "in"),
                    "--out", str(tmp_path / "o")])
     assert isinstance(res.exception, UsageError) and "no reference photos" in str(res.exception)
+
+
+def test_a_bad_reference_stops_enhance_before_anything_is_written(run_dir, tmp_path):
+    run = run_dir[0]
+    refs = tmp_path / "refs"
+    for i in range(2):
+        _save(refs / f"r{i}.jpg", np.clip(fake_photo(10 + i, 48, 64) * 1.3, 0, 1))
+    (refs / "r9.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 20)  # truncated
+    _save(tmp_path / "in" / "a.png", fake_photo(0, 20, 20))
+    args = ["enhance", "--run", str(run), "--refs", str(refs), "--input", str(tmp_path / "in"),
+            "--out", str(tmp_path / "o")]
+    res = _invoke(args)
+    assert isinstance(res.exception, UsageError) and "r9.jpg" in str(res.exception)
+    assert not (tmp_path / "o").exists()
+    res = CliRunner().invoke(cli, [*args, "--skip-bad"])
+    assert res.exit_code == 0, res.output
+    assert "skipped reference" in res.stderr and "r9.jpg" in res.stderr and "2 references" in res.stderr
+    assert (tmp_path / "o" / "a.png").is_file()
+
+
+def test_max_size_shrinks_the_photo_and_its_alpha_together(tmp_path, registry):
+    from piebench.interfaces import BuildContext
+
+    torch.manual_seed(0)
+    model = registry.get("enhancer", "lut3d").create(BuildContext(), "paper")
+    weights = tmp_path / "w"
+    weights.mkdir()
+    torch.save(model.classifier.state_dict(), weights / "classifier.pth")
+    torch.save({str(k): {"LUT": model.luts[k].detach().clone()} for k in range(model.luts.shape[0])},
+               weights / "LUTs.pth")
+    rgba = np.concatenate([np.rint(fake_photo(3, 60, 80) * 255), np.full((60, 80, 1), 255.0)], axis=-1)
+    rgba[:30, :, 3] = 0
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rgba.astype(np.uint8), "RGBA").save(tmp_path / "in" / "cut.png")
+    res = _invoke(["enhance", "--enhancer", "lut3d", "--weights", str(weights), "--input", str(tmp_path / "in"),
+                   "--out", str(tmp_path / "o"), "--max-size", "40"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    out = np.asarray(Image.open(tmp_path / "o" / "cut.png"))
+    assert out.shape == (30, 40, 4)
+    assert (out[:14, :, 3] == 0).all() and (out[16:, :, 3] == 255).all()  # the transparent half stays so

@@ -117,8 +117,8 @@ def _check_readable(page: dict) -> list[tuple[str, float, float]]:
 
 def test_run_report_renders_with_every_image(runs, browser, tmp_path):
     with threadpool_limits(1):
-        invoke(["report", str(_run_dir(runs, "lab-stats+csrnet")), "--out", str(tmp_path), "--photos", "2",
-                "--users", "4"])
+        invoke(["report", str(_run_dir(runs, "lab-stats+csrnet")), "--runs-dir", str(runs), "--out", str(tmp_path),
+                "--photos", "2", "--users", "4"])
     html = (tmp_path / "index.html").read_text()
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", html), "the page must not load external assets"
     page = _load(browser, tmp_path / "index.html")

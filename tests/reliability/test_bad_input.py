@@ -9,6 +9,7 @@ reference run, copied.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -36,6 +37,8 @@ CASES: dict[str, tuple[list[str], int, tuple[str, ...]]] = {
     "run --refs too many": ([*RUN, "--refs", "1000"], 2, ("1000",)),
     "run --set empty key": ([*RUN, "--set", "train..refs=2"], 2, ("invalid key",)),
     "run --seed text": ([*RUN, "--seed", "abc"], 2, ("--seed",)),
+    "run --seed -1": ([*RUN, "--seed", "-1"], 2, ("--seed -1", "out of range", "0 to 4294967295")),
+    "run --seed 2**32": ([*RUN, "--seed", str(2**32)], 2, ("out of range",)),
     "run unknown config": ([*RUN, "--encoder-config", "huge"], 2, ("no configuration 'huge'", "small")),
     "run missing protocol file": ([*RUN, "--protocol", "nowhere/proto.toml"], 2, ("protocol file not found",)),
     "run missing dataset path": ([*RUN, "--dataset", "folder:/no/such/photos"], 2, ("/no/such/photos",)),
@@ -46,6 +49,12 @@ CASES: dict[str, tuple[list[str], int, tuple[str, ...]]] = {
     "list unknown kind": (["list", "widgets"], 2, ("widgets",)),
     "leaderboard missing dir": (["leaderboard", "--runs-dir", "/no/such/runs"], 2, ("/no/such/runs",)),
     "leaderboard bad format": (["leaderboard", "--format", "xlsx"], 2, ("xlsx",)),
+    "sweep empty encoders": (["sweep", "--encoders", ",", "--enhancers", "sa"], 2, ("--encoders is empty",)),
+    "sweep empty enhancers": (["sweep", "--encoders", "center", "--enhancers", " , "], 2, ("--enhancers is empty",)),
+    "sweep negative seed": (["sweep", "--encoders", "center", "--enhancers", "sa", "--seeds", "0,-3"], 2,
+                            ("--seeds -3", "out of range")),
+    "data prepare empty users": (["data", "prepare", "fivek", "--layout", "official", "--root", "/no/fivek",
+                                  "--users", ","], 2, ("--users is empty",)),
     "sweep bad seeds": (["sweep", "--encoders", "center", "--enhancers", "sa", "--seeds", "0,x"], 2, ("--seeds",)),
     "sweep duplicate seeds": (["sweep", "--encoders", "center", "--enhancers", "sa", "--seeds", "1,1"], 2,
                               ("duplicates",)),
@@ -110,6 +119,14 @@ def test_protocol_with_a_typo_in_a_key(tmp_path: Path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("record.json"))
 
 
+def test_protocol_file_that_is_not_utf8(tmp_path: Path):
+    text = (Path(__file__).parents[2] / "piebench/protocols/smoke.toml").read_text()
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(text.replace('description = "', 'description = "caf\u00e9 ').encode("latin-1"))
+    code, _, err = run_cli([*RUN, "--protocol", str(bad), "--runs-dir", str(tmp_path / "runs")])
+    _check(code, err, 2, ("latin1.toml", "not UTF-8", "save it as UTF-8"))
+
+
 def test_runs_dir_that_is_a_file(tmp_path: Path):
     target = tmp_path / "afile"
     target.write_text("x")
@@ -148,6 +165,19 @@ def test_corrupt_record_is_reported_not_crashed_on(copied_run: tuple[Path, Path]
     (run_dir / "record.json").write_text('{"schema_version": 1, "status": "fini')
     code, _, err = run_cli([*RUN_ARGS, "--quiet", "--resume-from", str(run_dir), "--runs-dir", str(runs)])
     _check(code, err, 2, ("not valid JSON", "corrupt"))
+
+
+def test_a_malformed_record_is_skipped_with_one_warning_naming_it(copied_run: tuple[Path, Path]):
+    runs, run_dir = copied_run
+    rec = json.loads((run_dir / "record.json").read_text())
+    rec["metrics"] = [1, 2, 3]  # valid JSON, not a table
+    (run_dir / "record.json").write_text(json.dumps(rec))
+    code, _, err = run_cli(["leaderboard", "--runs-dir", str(runs)])
+    warnings = [ln for ln in err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and str(run_dir / "record.json") in warnings[0], err
+    assert "'metrics' is not a table" in warnings[0] and "Traceback" not in err and "internal" not in err
+    code, _, err = run_cli([*RUN_ARGS, "--quiet", "--resume-from", str(run_dir), "--runs-dir", str(runs)])
+    _check(code, err, 2, ("malformed", "'metrics' is not a table"))
 
 
 def test_every_checkpoint_corrupt_is_an_error_not_a_silent_restart(copied_run: tuple[Path, Path]):
@@ -197,3 +227,37 @@ def test_newest_checkpoint_damaged_falls_back_to_the_previous_one(copied_run: tu
     warnings = [ln for ln in res.stderr.splitlines() if newest.name in ln]
     assert len(warnings) == 1 and "warning" in warnings[0], res.stderr
     assert json.loads((run_dir / "record.json").read_text())["resumed_from_step"] == 28
+
+
+# -- report: that run, never its parents; never over its inputs or an existing page ------------------
+def test_report_of_a_run_dir_reports_that_run_only(reference_run: dict, tmp_path: Path):
+    src = reference_run["run_dir"]
+    mine = tmp_path / "top" / "mine" / "run"  # outside runs/<protocol>/<pair>/
+    other = tmp_path / "unrelated" / "p" / "q" / "run2"  # a finished run under the old search root
+    shutil.copytree(src, mine)
+    shutil.copytree(src, other)
+    rec = json.loads((other / "record.json").read_text())
+    rec["seed"] = 7
+    (other / "record.json").write_text(json.dumps(rec))
+    out = tmp_path / "report"
+    code, _, err = run_cli(["report", str(mine), "--out", str(out), "--photos", "0"])
+    assert code == 0, err
+    html = (out / "index.html").read_text()
+    assert str(other) not in html and str(mine) in html
+    assert re.search(r"<td>\s*1\s*</td>", html)  # one seed: the named run only, not the unrelated one
+    # the runs under --runs-dir join on request
+    code, _, err = run_cli(["report", str(mine), "--runs-dir", str(tmp_path / "unrelated"), "--out",
+                            str(tmp_path / "r2"), "--photos", "0"])
+    assert code == 0, err
+    assert re.search(r"<td>\s*2\s*</td>", (tmp_path / "r2" / "index.html").read_text())
+    # an existing page is not replaced without --overwrite; never written inside a run
+    before = (out / "index.html").read_bytes()
+    code, _, err = run_cli(["report", str(mine), "--out", str(out), "--photos", "0"])
+    _check(code, err, 2, ("already holds", "--overwrite"))
+    assert (out / "index.html").read_bytes() == before
+    code, _, err = run_cli(["report", str(mine), "--out", str(out), "--photos", "0", "--overwrite"])
+    assert code == 0 and f"replaced 1 existing file(s): {out / 'index.html'}" in err, err
+    listing = sorted(p.name for p in mine.rglob("*"))
+    code, _, err = run_cli(["report", str(mine), "--out", str(mine / "report"), "--photos", "0"])
+    _check(code, err, 2, ("never writes where it reads",))
+    assert sorted(p.name for p in mine.rglob("*")) == listing
