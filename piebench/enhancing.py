@@ -38,7 +38,7 @@ def check_finite_weights(module: Any, what: str) -> None:
 
 
 def _shrink(rgb: np.ndarray, alpha: np.ndarray | None, max_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    from .data.colour import to_unit
+    from .colour import to_unit
     from .data.images import resize
 
     h, w = rgb.shape[:2]

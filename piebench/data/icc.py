@@ -14,7 +14,7 @@
 
 Profiles described as sRGB are taken as sRGB without a conversion (the differences between sRGB
 profile builds are below one 8-bit level); ProPhoto/ROMM profiles are left to
-:func:`piebench.data.colour.prophoto_to_srgb`, as the FiveK TIFFs always were.
+:func:`piebench.colour.prophoto_to_srgb`, as the FiveK TIFFs always were.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import struct
 
 import numpy as np
 
-from .colour import srgb_encode, to_unit
+from ..colour import srgb_encode, to_unit
 
 
 @functools.cache

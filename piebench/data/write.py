@@ -63,7 +63,7 @@ def _to_dtype(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _alpha(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    from .colour import to_unit
+    from ..colour import to_unit
 
     if alpha.dtype == dtype:
         return alpha
