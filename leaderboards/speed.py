@@ -5,7 +5,7 @@
 
 Records (each table names the command that writes them):
   records/speed/official-star-*.json          tools/star_official.py (star vs the official code)
-  records/speed/star-curves-benchmark.json     pytest-benchmark JSON of tests/bench/test_star_curves.py
+  records/speed/star-curves-benchmark.json     pytest-benchmark JSON of tests/bench/test_bench_star_curves.py
   records/speed/bench/<enhancer>-*.json         piebench bench (full-resolution step vs bandwidth)
   records/speed/bench/sampler-*.json            piebench bench --sampler
 The newest record of each kind (and of each enhancer) is used. Kept apart from regenerate.py
@@ -94,7 +94,7 @@ mapping network and the curve CNN on the 224 px pooled copy (the same for both).
 
 Machine: {data.get('machine_info', {}).get('cpu', {}).get('brand_raw', '?')}; command:
 
-    pytest tests/bench/test_star_curves.py -m bench --benchmark-enable -k interleaved \\
+    pytest tests/bench/test_bench_star_curves.py -m bench --benchmark-enable -k interleaved \\
       --benchmark-json leaderboards/records/speed/star-curves-benchmark.json
     python leaderboards/speed.py
 """
