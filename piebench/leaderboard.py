@@ -158,11 +158,11 @@ def model_versions_label(record: dict) -> str:
 FALLBACK_BOUNDS = {"encoder": {"oracle-id", "oracle-params"}, "enhancer": {"identity", "transfer"}}
 
 
-def _declares(kind: str, name: str, key: str) -> bool:
+def _declares(kind: str, name: str, role: str) -> bool:
     from .plugins import get_registry
 
     try:
-        return bool(get_registry().get(kind, name).meta.get(key))
+        return get_registry().get(kind, name).role == role
     except UsageError:
         return name in FALLBACK_BOUNDS[kind]
 
@@ -170,8 +170,7 @@ def _declares(kind: str, name: str, key: str) -> bool:
 def bound_kind(record: dict) -> str:
     """Why a run is a bound or baseline ("blind twin", "oracle", "baseline"), or "" for a ranked model.
 
-    Oracle encoders declare ``oracle=True`` in their plugin spec, baseline enhancers
-    ``baseline=True``; plugins the registry does not know fall back to :data:`FALLBACK_BOUNDS`.
+    Oracle encoders register ``role="oracle"``, baseline enhancers ``role="baseline"``; plugins the registry does not know fall back to :data:`FALLBACK_BOUNDS`.
     """
     if record.get("blind"):
         return "blind twin"

@@ -31,7 +31,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, RunFailed
-from .registry import KINDS, Registry, Spec
+from .registry import KINDS, TYPED_KEYS, Registry, Spec, typed_fields
 
 GROUP = "piebench"
 _REGISTER_HOOKS = {f"register_{k}s" if k != "loss" else "register_losses": k for k in KINDS}
@@ -147,12 +147,23 @@ class PluginManager:
 
     def _register_fn(self, kind: str, info: PluginInfo):
         def register(name: str, build: Any, *, description: str = "", paper: str = "",
-                     configurations: dict | None = None, version: str = "1", **meta: Any) -> None:
+                     configurations: dict | None = None, version: str = "1", meta: dict | None = None,
+                     **keys: Any) -> None:
             if not isinstance(name, str) or not name or not callable(build):
                 raise PluginError(f"registered a {kind} with an invalid name or builder: {name!r}")
+            try:
+                typed, unknown = typed_fields(kind, keys)
+            except ValueError as err:
+                raise PluginError(f"registered {kind} '{name}' with {err}") from None
+            if unknown:
+                what = (f"registers {kind} '{name}' with unknown key(s) {', '.join(sorted(unknown))} "
+                        f"(known: {', '.join(TYPED_KEYS[kind])}; free-form data goes in meta={{...}}); kept in meta")
+                if self.strict:
+                    raise PluginError(what)
+                self._report(info, what)
             spec = Spec(kind=kind, name=name, build=build, description=description, paper=paper,
                         configurations=dict(configurations or {}), version=str(version),
-                        plugin=info.name, plugin_version=info.version, meta=dict(meta))
+                        plugin=info.name, plugin_version=info.version, meta={**(meta or {}), **unknown}, **typed)
             try:
                 self.registry.add(spec)
             except ValueError as err:
