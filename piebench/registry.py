@@ -81,11 +81,6 @@ class Spec:
     digits: int = 3
     variant: str = ""
 
-    @property
-    def heading(self) -> str:
-        """A metric's column heading: its label (or name) and an arrow for its direction."""
-        return f"{self.label or self.name} {'↑' if self.higher_is_better else '↓'}"
-
     def declared(self) -> dict[str, Any]:
         """The typed fields of this kind plus ``meta``, JSON-friendly (``piebench list --json``)."""
         out: dict[str, Any] = {}
@@ -129,6 +124,10 @@ class Registry:
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._specs[kind])
+
+    def in_order(self, kind: str) -> list[Spec]:
+        """Specs in registration order (built-ins first; a plugin's own order)."""
+        return list(self._specs[kind].values())
 
     def all(self, kind: str) -> list[Spec]:
         return [self._specs[kind][n] for n in self.names(kind)]
