@@ -184,7 +184,7 @@ class PluginManager:
                 raise PluginError(f"registered {kind} '{name}' with {err}") from None
             if unknown:
                 what = (f"registers {kind} '{name}' with unknown key(s) {', '.join(sorted(unknown))} "
-                        f"(known: {', '.join(TYPED_KEYS[kind])}; free-form data goes in meta={{...}}); kept in meta")
+                        f"(known: {', '.join(TYPED_KEYS.get(kind, ())) or 'none'}; free-form data goes in meta={{...}}); kept in meta")
                 if self.strict:
                     raise PluginError(what)
                 self._report(info, what)

@@ -18,7 +18,8 @@ ROLES = ("model", "oracle", "baseline")
 PREFERENCE_FIELDS = ("vector", "maps", "source")
 LOSS_KINDS = ("image", "embedding")
 
-#: The typed register() keywords each kind may pass (``kind`` of a loss is stored as ``loss_kind``).
+#: The typed register() keywords each kind may pass (``kind`` of a loss is stored as ``loss_kind``);
+#: a kind not listed here (a newer one, such as a logger) has none.
 TYPED_KEYS: dict[str, tuple[str, ...]] = {
     "encoder": ("role", "provides", "requires", "map_channels", "load_weights"),
     "enhancer": ("role", "consumes", "pairs_with", "full_resolution", "load_weights"),
@@ -84,7 +85,7 @@ class Spec:
     def declared(self) -> dict[str, Any]:
         """The typed fields of this kind plus ``meta``, JSON-friendly (``piebench list --json``)."""
         out: dict[str, Any] = {}
-        for key in TYPED_KEYS[self.kind]:
+        for key in TYPED_KEYS.get(self.kind, ()):
             value = getattr(self, "loss_kind" if key == "kind" else key)
             out[key] = (value is not None) if key == "load_weights" else (list(value) if isinstance(value, tuple)
                                                                          else value)
@@ -157,7 +158,7 @@ def typed_fields(kind: str, given: dict[str, Any]) -> tuple[dict[str, Any], dict
         if legacy in rest and kind in ("encoder", "enhancer"):
             if rest.pop(legacy):
                 typed["role"] = legacy
-    for key in TYPED_KEYS[kind]:
+    for key in TYPED_KEYS.get(kind, ()):
         if key not in rest:
             continue
         value = rest.pop(key)
