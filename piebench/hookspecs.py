@@ -118,7 +118,10 @@ def register_metrics(register):
 
     Typed fields: ``higher_is_better`` (default True; the arrow and the direction of "best"),
     ``label`` (column heading, default the name), ``digits`` (decimals shown, default 3),
-    ``variant`` (which convention the implementation follows, stored in each record).
+    ``variant`` (which convention the implementation follows, stored in each record). A run
+    computes the metrics of its protocol's ``eval.metrics`` plus those named with
+    ``piebench run --metric NAME``; the metric list is not part of the evaluation spec, so adding
+    one never splits a leaderboard table. Every display takes the column from these fields.
     """
 
 
