@@ -76,14 +76,6 @@ def metric_keys(groups: Iterable[dict]) -> list[str]:
     return list(keys)
 
 
-def higher_is_better(key: str, registry: Any) -> bool:
-    """The direction of a metric or diagnostic (True when unknown)."""
-    for col in display_columns([d.key for d in DIAGNOSTICS], registry):
-        if col.key == key:
-            return col.higher_is_better is not False
-    return True
-
-
 def archive_columns(columns: Iterable[str], computed: Iterable[str]) -> list[str]:
     """The per_image.csv ``columns`` an archive keeps: ids, the metrics the run ``computed`` (its
     record's ``metric_variants``), and the archived diagnostics."""
