@@ -139,17 +139,9 @@ def build_for_bench(enhancer: str, encoder: str | None = None, configuration: st
         raise UsageError(f"enhancer '{enhancer}' has no configuration '{configuration}'; choose one of: "
                          f"{', '.join(enh_spec.configurations)}")
     ctx = BuildContext(num_users=10, num_refs=refs, image_size=image_size)
-    probe, needed = None, None
-    if encoder is None:
-        needed = set(enh_spec.consumes)  # what it may consume; a configuration may consume less
-        if needed:
-            try:  # consumes may depend on the configuration (lut3d paper vs paper-cond)
-                probe = enh_spec.create(ctx, configuration)
-                needed = set(probe.consumes)
-            except UsageError:  # this enhancer cannot be built without an encoder
-                pass
+    needed = set(enh_spec.consumes)  # at most; a configuration may consume less (lut3d paper vs paper-cond)
     if encoder is None and not needed:
-        return None, probe if probe is not None else enh_spec.create(ctx, configuration), None, None
+        return None, enh_spec.create(ctx, configuration), None, None
     name = encoder if encoder is not None else _pick_encoder(registry, enhancer, needed)
     if name is None:
         raise UsageError(f"no installed encoder provides {', '.join(sorted(needed))} for enhancer '{enhancer}'")
@@ -158,6 +150,8 @@ def build_for_bench(enhancer: str, encoder: str | None = None, configuration: st
     enc = enc_spec.create(ctx, enc_conf if enc_spec.configurations else None)
     ctx.encoder = enc
     enh = enh_spec.create(ctx, configuration)
+    if encoder is None and not enh.consumes:  # this configuration reads no preference: bench it alone
+        return None, enh, None, None
     why = check_compatible(name, enc, enhancer, enh)
     if why:
         raise UsageError(why)
