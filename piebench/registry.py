@@ -210,7 +210,8 @@ def compatible(encoder: Spec, enhancer: Spec) -> tuple[bool, str]:
     missing = sorted(set(enhancer.consumes) - set(encoder.provides))
     if missing:
         return False, (f"enhancer '{enhancer.name}' consumes {', '.join(missing)}, which encoder "
-                       f"'{encoder.name}' does not provide (it provides {', '.join(encoder.provides) or 'nothing'})")
+                       f"'{encoder.name}' does not provide (its registration declares provides="
+                       f"{list(encoder.provides)})")
     return True, ""
 
 

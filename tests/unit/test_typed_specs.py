@@ -83,7 +83,7 @@ def test_an_enhancer_consuming_maps_pairs_only_with_encoders_providing_maps(monk
     enh = reg.get("enhancer", "tp-maps")
     ok, why = compatible(reg.get("encoder", "tp-vector"), enh)
     assert not ok and why == ("enhancer 'tp-maps' consumes maps, which encoder 'tp-vector' does not provide "
-                              "(it provides vector)")
+                              "(its registration declares provides=['vector'])")
     partners = partner_order(reg, "tp-maps")
     assert partners and "tp-vector" not in partners
     assert all("maps" in reg.get("encoder", n).provides for n in partners)
