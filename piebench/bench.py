@@ -43,6 +43,7 @@ import torch
 
 from .errors import UsageError
 from .interfaces import BuildContext, Encoder, Enhancer, Preference, RefSet, check_compatible
+from .registry import partner_order
 
 #: Named sizes as (width, height); 16:9 frames.
 SIZES = {"240p": (426, 240), "360p": (640, 360), "480p": (854, 480), "720p": (1280, 720),
@@ -116,14 +117,8 @@ def _pick_encoder(registry: Any, enhancer: str, needed: set[str]) -> str | None:
     namesake, else angular, else the first that provides what it consumes."""
     if not needed:
         return None
-    names = registry.names("encoder")
-    hint = registry.get("enhancer", enhancer).meta.get("pairs_with")
-    order = [n for n in (hint, enhancer, "angular") if n in names] + names
-    for name in order:
-        provides = registry.get("encoder", name).meta.get("provides")
-        if provides is None or needed <= set(provides):
-            return name
-    return None
+    order = partner_order(registry, enhancer, (enhancer, "angular"))
+    return next((n for n in order if needed <= set(registry.get("encoder", n).provides)), None)
 
 
 def build_for_bench(enhancer: str, encoder: str | None = None, configuration: str = "small",
@@ -144,19 +139,9 @@ def build_for_bench(enhancer: str, encoder: str | None = None, configuration: st
         raise UsageError(f"enhancer '{enhancer}' has no configuration '{configuration}'; choose one of: "
                          f"{', '.join(enh_spec.configurations)}")
     ctx = BuildContext(num_users=10, num_refs=refs, image_size=image_size)
-    probe, needed = None, None
-    if encoder is None:
-        declared = enh_spec.meta.get("consumes")
-        if declared is not None:
-            needed = set(declared)
-        else:
-            try:  # consumes may depend on the configuration (lut3d paper vs paper-cond)
-                probe = enh_spec.create(ctx, configuration)
-                needed = set(probe.consumes)
-            except UsageError:  # this enhancer cannot be built without an encoder
-                needed = set(declared or ("vector",))
+    needed = set(enh_spec.consumes)  # at most; a configuration may consume less (lut3d paper vs paper-cond)
     if encoder is None and not needed:
-        return None, probe if probe is not None else enh_spec.create(ctx, configuration), None, None
+        return None, enh_spec.create(ctx, configuration), None, None
     name = encoder if encoder is not None else _pick_encoder(registry, enhancer, needed)
     if name is None:
         raise UsageError(f"no installed encoder provides {', '.join(sorted(needed))} for enhancer '{enhancer}'")
@@ -165,6 +150,8 @@ def build_for_bench(enhancer: str, encoder: str | None = None, configuration: st
     enc = enc_spec.create(ctx, enc_conf if enc_spec.configurations else None)
     ctx.encoder = enc
     enh = enh_spec.create(ctx, configuration)
+    if encoder is None and not enh.consumes:  # this configuration reads no preference: bench it alone
+        return None, enh, None, None
     why = check_compatible(name, enc, enhancer, enh)
     if why:
         raise UsageError(why)

@@ -15,7 +15,7 @@ from .config import DEFAULT_WEIGHT
 from .contract import build_checked
 from .errors import PiebenchError, PluginError, UsageError
 from .interfaces import BuildContext, Encoder, Enhancer, Loss, check_compatible
-from .registry import Registry
+from .registry import Registry, compatible
 
 
 @dataclass
@@ -41,6 +41,9 @@ def build_models(cfg: dict, registry: Registry, dataset: Any) -> tuple[Encoder, 
     """The encoder and enhancer of ``cfg``, refusing an incompatible pair before training."""
     enc_spec = registry.get("encoder", cfg["encoder"]["name"])
     enh_spec = registry.get("enhancer", cfg["enhancer"]["name"])
+    ok, why = compatible(enc_spec, enh_spec)
+    if not ok:
+        raise UsageError(f"{why}; {_providers(registry, enh_spec.consumes)}")
     ctx = BuildContext(num_users=max(1, dataset.num_seen), num_refs=cfg["train"]["refs"],
                        image_size=dataset.resolution[0], pretrained=cfg["encoder"].get("pretrained", False),
                        dataset=dataset)
@@ -49,31 +52,17 @@ def build_models(cfg: dict, registry: Registry, dataset: Any) -> tuple[Encoder, 
         from .blind import BlindEncoder
 
         encoder = BlindEncoder(encoder, dataset.resolution, cfg["train"]["refs"])
-    declared = enh_spec.meta.get("consumes")
-    if declared is not None:
-        missing = sorted(set(declared) - set(encoder.provides))
-        if missing:
-            raise UsageError(f"enhancer '{enh_spec.name}' consumes {', '.join(missing)}, which encoder "
-                             f"'{enc_spec.name}' does not provide; {_providers(registry, missing)}")
     ctx.encoder = encoder
     enhancer = build_checked(enh_spec, ctx, cfg["enhancer"]["configuration"], cfg["enhancer"].get("params", {}))
     why = check_compatible(enc_spec.name, encoder, enh_spec.name, enhancer)
     if why:
-        raise UsageError(f"{why}; {_providers(registry, sorted(set(enhancer.consumes) - set(encoder.provides)))}")
+        raise UsageError(f"{why}; {_providers(registry, enhancer.consumes)}")
     return encoder, enhancer
 
 
-def _providers(registry: Registry, fields: list[str]) -> str:
-    names = []
-    for spec in registry.all("encoder"):
-        provides = spec.meta.get("provides")
-        if provides is None:  # not declared in the registration: build the small configuration to see
-            try:
-                provides = build_checked(spec, BuildContext(num_users=2)).provides
-            except Exception:  # noqa: BLE001 - only for the error message
-                provides = ()
-        if set(fields) <= set(provides):
-            names.append(spec.name)
+def _providers(registry: Registry, fields: Any) -> str:
+    """The installed encoders that provide every one of ``fields`` (for an error message)."""
+    names = [spec.name for spec in registry.all("encoder") if set(fields) <= set(spec.provides)]
     return f"encoders that provide it: {', '.join(names)}" if names else "no installed encoder provides it"
 
 
@@ -185,6 +174,9 @@ def first_compatible(registry: Registry, *, encoder: str | None = None, enhancer
     order = [n for n in preferred if n in names] + [n for n in names if n not in preferred]
     for name in order:
         if kind == "enhancer" and name == "identity":
+            continue
+        enc_name, enh_name = (encoder, name) if encoder else (name, enhancer)
+        if not compatible(registry.get("encoder", enc_name), registry.get("enhancer", enh_name))[0]:
             continue
         try:
             res = (pair_instances(registry, encoder, name, encoder_config=configuration) if encoder

@@ -210,13 +210,15 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
             device: str = "cpu", sets: list[str] = (), blind: bool = False, pretrained: bool = False,
             encoder_config: str | None = None, enhancer_config: str | None = None,
             dataset: str | None = None, amp: str | None = None, channels_last: bool = False,
-            compile: bool = False, store_device: str = "auto", store_fraction: float | None = None
-            ) -> dict[str, Any]:
+            compile: bool = False, store_device: str = "auto", store_fraction: float | None = None,
+            metrics: list[str] = ()) -> dict[str, Any]:
     """The full run configuration from a protocol and the CLI's overrides.
 
     ``amp`` / ``channels_last`` / ``compile`` change the numerics, so they join ``train`` (and
     the run key) only when set; ``store_device`` / ``store_fraction`` say where the image store
     lives, which never changes a batch, so they stay out of the run key like ``device``.
+    ``metrics`` are computed besides the protocol's ``eval.metrics`` (not part of the eval hash:
+    the run stays in the same leaderboard table).
     """
     proto = load_protocol(protocol) if isinstance(protocol, str) else copy.deepcopy(protocol)
     train = copy.deepcopy(proto["train"])
@@ -251,6 +253,7 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
             train[key] = value
             cfg["overrides"].append(f"{key}={value}")
     cfg["eval"].setdefault("data", {})
+    cfg["eval"]["metrics"] = list(dict.fromkeys([*cfg["eval"].get("metrics", []), *metrics]))
     if dataset:
         name, _, arg = dataset.partition(":")
         cfg["eval"]["dataset"] = name
@@ -410,9 +413,19 @@ def canonical_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+#: ``eval`` keys that never make two results incomparable: which metrics a run computes (a run
+#: with one more metric still belongs in the same table; a missing value shows as "–").
+NOT_COMPARABILITY = ("metrics",)
+
+
 def eval_hash(cfg: dict, data_recipe_hash: str = "") -> str:
-    """What makes two results comparable: dataset recipe, references, draws, metrics."""
-    spec = {k: v for k, v in cfg["eval"].items()}
+    """What makes two results comparable: protocol, dataset recipe, references, draws, photos.
+
+    Everything in ``cfg["eval"]`` except :data:`NOT_COMPARABILITY` (the metric list), plus the
+    dataset's recipe hash and the protocol's name and version. Records written before the metric
+    list left this hash are migrated by ``leaderboards/migrate_eval_hash.py``.
+    """
+    spec = {k: v for k, v in cfg["eval"].items() if k not in NOT_COMPARABILITY}
     spec["data_recipe_hash"] = data_recipe_hash
     spec["protocol"] = [cfg["protocol"]["name"], cfg["protocol"]["version"]]
     return canonical_hash(spec)

@@ -17,6 +17,7 @@ import torch
 
 from .errors import PiebenchError, PluginError, UsageError
 from .interfaces import BuildContext, Encoder, Enhancer, Loss, Preference, RefSet, check_compatible
+from .registry import partner_order
 
 #: What each kind's builder must return (metrics: a callable; datasets: a PieDataset).
 RETURNS = {"encoder": Encoder, "enhancer": Enhancer, "loss": Loss}
@@ -169,9 +170,7 @@ class Prober:
         self._encoder_run(spec.name)
 
     def _partners(self, spec: Any) -> list[str]:
-        names = self.registry.names("encoder")
-        first = [n for n in (spec.meta.get("pairs_with"), "angular", "center", "star", "lab-stats") if n in names]
-        return list(dict.fromkeys([*first, *names]))
+        return partner_order(self.registry, spec.name, ("angular", "center", "star", "lab-stats"))
 
     def _enhancer(self, spec: Any) -> None:
         for partner in self._partners(spec):

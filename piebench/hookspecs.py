@@ -8,7 +8,8 @@ these hooks. It is found through the ``piebench`` entry-point group::
 
 Registration hooks receive a ``register`` callback::
 
-    register(name, build, *, description, paper="", configurations=None, version="1", **meta)
+    register(name, build, *, description, paper="", configurations=None, version="1",
+             meta=None, **typed_fields)
 
 * ``build`` is called as ``build(ctx, **params)`` for every kind: ``ctx`` is a
   :class:`piebench.BuildContext` (positional, first), ``params`` the keyword parameters of the
@@ -21,15 +22,17 @@ Registration hooks receive a ``register`` callback::
 * ``version`` is the component's own version: runs of two versions never share a run key
   nor a leaderboard entry. Bump it when a change alters the outputs of a trained model
   (architecture, initialisation, preprocessing), not for refactors.
-* ``meta``: everything else, shown by ``piebench list --json``. Keys the core reads today:
-  encoders ``provides`` (preference fields, e.g. ``["vector"]`` or ``["vector", "maps"]``),
-  ``load_weights``; enhancers ``consumes``, ``pairs_with`` (a preferred encoder),
-  ``full_resolution`` (True: the model applies at any resolution, e.g. curves or a LUT),
-  ``load_weights(module, path)`` (released single-style weights); metrics ``variant``,
-  ``higher_is_better``; datasets ``training_users_param``. The instance attributes of
-  :class:`piebench.Encoder` / :class:`piebench.Enhancer` / :class:`piebench.Loss`
-  (``provides``, ``consumes``, ``map_channels``, ``kind``, ``default_weight``) are what
-  pairing and training check.
+* ``meta``: a dict of free-form data the core never reads (``piebench list --json`` shows it).
+* typed fields, per kind (each hook below lists its own; they become attributes of
+  :class:`piebench.registry.Spec`). Any other keyword is reported in one warning line naming
+  the plugin (``PIEBENCH_STRICT_PLUGINS=1``: an error) and kept in ``meta``; a value of the
+  wrong type is an error naming the plugin.
+
+Pairing: an encoder and an enhancer pair when the enhancer's ``consumes`` is a subset of the
+encoder's ``provides`` (both default to ``["vector"]``); :func:`piebench.registry.compatible`
+decides it for ``run``, ``sweep``, ``bench`` and ``list``, and the built instances' attributes
+(:class:`piebench.Encoder` ``provides`` / ``map_channels``, :class:`piebench.Enhancer`
+``consumes``) are checked once more before training.
 
 Lifecycle hooks (``on_*``) are observers: one that raises is reported once, naming the plugin,
 and that plugin's lifecycle hooks are skipped for the rest of the run
@@ -51,6 +54,13 @@ def register_encoders(register):
     ``build(ctx: BuildContext, **params) -> piebench.Encoder``; ``ctx`` carries ``num_users``
     (training users, for proxy classifiers), ``num_refs``, ``image_size``, ``pretrained`` and
     ``dataset`` (may be None). ``forward(refs: RefSet) -> Preference``.
+
+    Typed fields: ``provides`` (list of ``"vector"``, ``"maps"``, ``"source"``; default
+    ``["vector"]``: what its ``Preference`` fills), ``requires`` (``["targets"]`` or
+    ``["targets", "inputs"]``: reference pairs), ``map_channels`` (int or list: channels of each
+    map at the small configuration, a hint; the instance's ``map_channels`` is what enhancers
+    read), ``role`` (``"model"``, or ``"oracle"`` for an encoder that reads the answer: shown as an
+    upper bound, never ranked), ``load_weights`` (``load_weights(module, path)``: released weights).
     """
 
 
@@ -62,6 +72,13 @@ def register_enhancers(register):
     built encoder it is paired with (read its ``dim`` or ``map_channels``); raise
     :class:`piebench.errors.UsageError` to refuse an encoder. ``forward(x, pref) -> [B, 3, H, W]``,
     the input's shape.
+
+    Typed fields: ``consumes`` (list of preference fields it may read, default ``["vector"]``;
+    ``[]`` for none), ``pairs_with`` (name of the encoder it is preferably paired with),
+    ``full_resolution`` (True: applies to any resolution in one pass, e.g. curves or a LUT;
+    otherwise full-size photos are enhanced in tiles), ``role`` (``"model"``, or ``"baseline"``
+    for one that learns nothing per user: shown, never ranked), ``load_weights``
+    (``load_weights(module, path)``: released single-style weights).
     """
 
 
@@ -72,6 +89,8 @@ def register_losses(register):
     ``build(ctx: BuildContext, **params) -> piebench.Loss`` of ``kind`` ``"image"``
     (``forward(output, target, batch) -> scalar``) or ``"embedding"``
     (``forward(embeddings, labels) -> scalar``); ``ctx.encoder`` is the run's encoder.
+
+    Typed field: ``kind`` (``"image"``, the default, or ``"embedding"``), as the instance's.
     """
 
 
@@ -82,6 +101,9 @@ def register_datasets(register):
     ``build(ctx: BuildContext, **params) -> piebench.data.PieDataset``; ``params`` are the
     configuration's plus the run's ``eval.data`` table (``--set eval.data.KEY=VALUE``;
     ``--dataset NAME:PATH`` sets ``root``).
+
+    Typed field: ``training_users_param`` (the build parameter that sets how many users it
+    trains on; ``piebench users-curve`` varies it).
     """
 
 
@@ -92,8 +114,14 @@ def register_metrics(register):
     ``build(ctx: BuildContext, **params)`` returns a callable ``(output, target) -> [B]`` on
     float images ``[B, 3, H, W]`` in [0, 1] (``ctx`` is a default :class:`piebench.BuildContext`;
     accept and ignore it), or raises :class:`piebench.errors.PiebenchError` saying why it is
-    unavailable (e.g. LPIPS when its AlexNet weights cannot be had). ``meta`` may set
-    ``higher_is_better`` and ``variant`` (which convention it follows).
+    unavailable (e.g. LPIPS when its AlexNet weights cannot be had).
+
+    Typed fields: ``higher_is_better`` (default True; the arrow and the direction of "best"),
+    ``label`` (column heading, default the name), ``digits`` (decimals shown, default 3),
+    ``variant`` (which convention the implementation follows, stored in each record). A run
+    computes the metrics of its protocol's ``eval.metrics`` plus those named with
+    ``piebench run --metric NAME``; the metric list is not part of the evaluation spec, so adding
+    one never splits a leaderboard table. Every display takes the column from these fields.
     """
 
 

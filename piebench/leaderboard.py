@@ -21,22 +21,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .columns import LEADERBOARD_DIAGNOSTICS, RUN_TABLE_DIAGNOSTICS, Column, display_columns, metric_keys
 from .errors import UsageError
 from .runs import iter_records
 from .verdicts import ITEM_KEYS, blind_gain, load_per_image, paired_delta, table_items, ties_with_best
 
-__all__ = ["COLUMNS", "ITEM_KEYS", "blind_gain", "bound_kind", "collect", "leaderboard_tables", "load_per_image",
+__all__ = ["ITEM_KEYS", "board_columns", "blind_gain", "bound_kind", "collect", "leaderboard_tables", "load_per_image",
            "paired_delta", "render_markdown", "run_summary_table", "twin_key"]
 
-#: (record metric key, column header) in display order; arrows say which way is better.
-COLUMNS = [
-    ("psnr", "PSNR ↑"), ("psnr_q8", "PSNR q8 ↑"), ("ssim", "SSIM ↑"), ("ssim_down", "SSIM down ↑"),
-    ("delta_e", "dE ↓"), ("lpips", "LPIPS ↓"), ("sensitivity", "sensitivity ↑"),
-    ("steering", "steering ↑"), ("gain_vs_blind", "gain ↑"), ("silhouette", "silhouette ↑"),
-]
-HIGHER_IS_BETTER = {"psnr": True, "psnr_q8": True, "ssim": True, "ssim_down": True, "delta_e": False,
-                    "lpips": False, "sensitivity": True, "steering": True, "gain_vs_blind": True,
-                    "silhouette": True, "identity_psnr": True}
+_GROUPS = ("seen", "unseen")
+
+
+def board_columns(df: pd.DataFrame | None = None) -> list[Column]:
+    """The leaderboard's value columns: every installed metric, metrics of ``df``'s records that
+    are not installed here, then the leaderboard's diagnostics (:mod:`piebench.columns`)."""
+    from .plugins import get_registry
+
+    present = [] if df is None else [c.split(":", 1)[0] for c in df.columns if c.endswith((":seen", ":unseen"))]
+    return display_columns(LEADERBOARD_DIAGNOSTICS, get_registry(), present)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -51,8 +53,11 @@ def _metric(group: dict, name: str) -> dict | None:
 
 
 def run_summary_table(record: dict) -> str:
-    """The table ``piebench run`` prints: one row per user group, CIs where computed."""
+    """The table ``piebench run`` prints: one row per user group, CIs where computed; a column per
+    metric the run computed (or found unavailable), headed by its registered label and direction."""
     from tabulate import tabulate
+
+    from .plugins import get_registry
 
     metrics = record.get("metrics", {})
     proto = record["protocol"]
@@ -61,18 +66,19 @@ def run_summary_table(record: dict) -> str:
     if not proto.get("ranking", True):
         title += "  [sanity check, not a ranking]"
     unavailable = metrics.get("unavailable", {})
+    computed = metric_keys(metrics.get(g) for g in ("seen", "unseen", "all"))
+    columns = [c for c in display_columns(RUN_TABLE_DIAGNOSTICS, get_registry(), computed)
+               if c.key in computed or c.key in unavailable or not c.metric]
     rows = []
     for group in ("seen", "unseen", "all"):
         g = metrics.get(group)
         if not g:
             continue
         row = {"users": f"{group} ({g.get('n_users', '?')})"}
-        for key, header in [("psnr", "PSNR ↑"), ("psnr_q8", "PSNR q8 ↑"), ("ssim", "SSIM ↑"),
-                            ("ssim_down", "SSIM down ↑"), ("delta_e", "dE ↓"), ("lpips", "LPIPS ↓"),
-                            ("identity_psnr", "identity PSNR")]:
-            m = _metric(g, key)
-            row[header] = _fmt(m["mean"], 4 if "ssim" in key or key == "lpips" else 2) if m else (
-                "unavailable" if key in unavailable else "–")
+        for col in columns:
+            m = _metric(g, col.key)
+            row[col.heading] = _fmt(m["mean"], col.digits) if m else (
+                "unavailable" if col.key in unavailable else "–")
         s = _metric(g, "sensitivity")
         row["sensitivity dB [95% CI]"] = f"{s['mean']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}]" if s else "–"
         st = _metric(g, "steering")
@@ -158,11 +164,11 @@ def model_versions_label(record: dict) -> str:
 FALLBACK_BOUNDS = {"encoder": {"oracle-id", "oracle-params"}, "enhancer": {"identity", "transfer"}}
 
 
-def _declares(kind: str, name: str, key: str) -> bool:
+def _declares(kind: str, name: str, role: str) -> bool:
     from .plugins import get_registry
 
     try:
-        return bool(get_registry().get(kind, name).meta.get(key))
+        return get_registry().get(kind, name).role == role
     except UsageError:
         return name in FALLBACK_BOUNDS[kind]
 
@@ -170,8 +176,7 @@ def _declares(kind: str, name: str, key: str) -> bool:
 def bound_kind(record: dict) -> str:
     """Why a run is a bound or baseline ("blind twin", "oracle", "baseline"), or "" for a ranked model.
 
-    Oracle encoders declare ``oracle=True`` in their plugin spec, baseline enhancers
-    ``baseline=True``; plugins the registry does not know fall back to :data:`FALLBACK_BOUNDS`.
+    Oracle encoders register ``role="oracle"``, baseline enhancers ``role="baseline"``; plugins the registry does not know fall back to :data:`FALLBACK_BOUNDS`.
     """
     if record.get("blind"):
         return "blind twin"
@@ -204,9 +209,10 @@ def collect(runs_dir: str | Path, protocol: str | None = None) -> pd.DataFrame:
             "device": (rec.get("environment") or {}).get("device", "cpu"),
             "model_versions": model_versions_label(rec),
         }
-        for group in ("seen", "unseen"):
-            g = rec.get("metrics", {}).get(group, {})
-            for key, _ in COLUMNS:
+        groups = {group: rec.get("metrics", {}).get(group) or {} for group in _GROUPS}
+        keys = dict.fromkeys([*(c.key for c in board_columns()), *metric_keys(groups.values())])
+        for group, g in groups.items():
+            for key in keys:
                 m = _metric(g, key)
                 row[f"{key}:{group}"] = m["mean"] if m else np.nan
         rows.append(row)
@@ -245,15 +251,14 @@ def _entry_row(runs: pd.DataFrame, show: dict[str, bool]) -> dict:
         row["overrides"] = first["overrides"] or "–"
     mixed = runs["git_commit"].nunique() > 1
     row["seeds"] = f"{len(runs)} †" if mixed else len(runs)
-    for key, header in COLUMNS:
-        for group in ("seen", "unseen"):
-            col = f"{key}:{group}"
+    for c in board_columns(runs):
+        for group in _GROUPS:
+            col = f"{c.key}:{group}"
             if col not in runs or runs[col].isna().all():
                 continue
             mean, half = _mean_ci(runs[col])
-            digits = 4 if key in ("ssim", "ssim_down", "lpips", "silhouette") else 2
-            row[f"{header} {group}"] = _fmt(mean, digits) + ("" if math.isnan(half) else f" ± {_fmt(half, digits)}")
-            row[f"_{key}:{group}"] = mean
+            row[f"{c.heading} {group}"] = _fmt(mean, c.digits) + ("" if math.isnan(half) else f" ± {_fmt(half, c.digits)}")
+            row[f"_{c.key}:{group}"] = mean
     if runs["params"].notna().any():
         row["params"] = f"{runs['params'].dropna().iloc[0] / 1e6:.2f} M"
     if "mp_s" in runs and runs["mp_s"].notna().any():
@@ -297,12 +302,13 @@ def leaderboard_tables(df: pd.DataFrame, paired: bool = True, strict: bool = Fal
     for (proto, _, ehash), part in df.groupby(["protocol", "_order", "eval_hash"], sort=True):
         entries, show, mixed = _entries(part, strict)
         table = pd.DataFrame([_entry_row(runs, show) for runs in entries])
+        cols = board_columns(part)
         spec = {"protocol": proto, "version": int(part["version"].iloc[0]), "eval_hash": ehash,
                 "ranking": bool(part["ranking"].iloc[0])}
         notes = []
         if paired:
             notes, spec["scenes"], gaps = _verdicts(table, [list(r["run_dir"]) for r in entries],
-                                                    [r["bound"].iloc[0] for r in entries])
+                                                    [r["bound"].iloc[0] for r in entries], cols)
             if gaps:
                 spec["bounds_notes"] = gaps
         if mixed:
@@ -314,30 +320,30 @@ def leaderboard_tables(df: pd.DataFrame, paired: bool = True, strict: bool = Fal
             spec["notes"] = notes
         bounds = table["kind"].notna() if "kind" in table else pd.Series(False, index=table.index)
         if bounds.any():
-            spec["bounds"] = _finish(table[bounds])
-        out.append((spec, _finish(table[~bounds].drop(columns="kind", errors="ignore"))))
+            spec["bounds"] = _finish(table[bounds], cols)
+        out.append((spec, _finish(table[~bounds].drop(columns="kind", errors="ignore"), cols)))
     return out
 
 
-def _finish(table: pd.DataFrame) -> pd.DataFrame:
+def _finish(table: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
     """Sorted by seen PSNR, display columns in order, empty cells as "–", all-empty columns dropped."""
     if "_psnr:seen" in table:
         table = table.sort_values("_psnr:seen", ascending=False, kind="stable")
     order = ["kind", "encoder", "enhancer", "versions", "recipe", "overrides", "seeds",
-             *(f"{h} {g}" for _, h in COLUMNS for g in ("seen", "unseen")), "params", "MP/s ↑"]
+             *(f"{c.heading} {g}" for c in columns for g in _GROUPS), "params", "MP/s ↑"]
     cols = [c for c in order if c in table.columns and table[c].notna().any()]
     cols += [c for c in table.columns if c not in cols and not c.startswith("_") and table[c].notna().any()]
     table = table[cols].reset_index(drop=True)
     return table.astype(object).where(table.notna(), "–")
 
 
-def _verdicts(table: pd.DataFrame, run_dirs: list[list[str]], kinds: list[str],
+def _verdicts(table: pd.DataFrame, run_dirs: list[list[str]], kinds: list[str], columns: list[Column],
               metric: str = "psnr") -> tuple[list[str], list[str], list[str]]:
     """Mark ``*`` ties with the best ranked entry (``kinds[i] == ""``) in ``table``; the notes,
     the test scenes and the oracles' encoder gaps."""
     from .verdicts import calibration_notes, oracle_gaps
 
-    header = dict(COLUMNS)[metric]
+    header = next(c.heading for c in columns if c.key == metric)
     ranked = [not k for k in kinds]
     labels = [f"{e}+{h}" for e, h in zip(table["encoder"], table["enhancer"], strict=True)]
     notes, scenes, marked, gaps = [], set(), False, []

@@ -5,7 +5,7 @@
 * :func:`read_refs` loads a folder of preferred photos (or pairs ``input/`` + ``<edited>/``)
   at the run's training resolution.
 * :func:`enhance_full` runs an enhancer on a whole photo: in one pass when the enhancer has a
-  full-resolution path (spec meta or attribute ``full_resolution``: curves, LUTs, bilateral
+  full-resolution path (spec field or attribute ``full_resolution``: curves, LUTs, bilateral
   grids, per-pixel networks), otherwise in overlapping tiles blended with linear ramps.
 * the files (reading first, writing safely, ``index.html``) are :mod:`piebench.enhancing`'s.
 """
@@ -39,8 +39,8 @@ class RunModels:
 
 
 def full_resolution_of(spec: Any, module: Any) -> bool:
-    """Whether an enhancer declares a full-resolution path (``full_resolution`` in meta or attribute)."""
-    return bool(spec.meta.get("full_resolution", False) or getattr(module, "full_resolution", False))
+    """Whether an enhancer declares a full-resolution path (spec field or attribute ``full_resolution``)."""
+    return bool(spec.full_resolution or getattr(module, "full_resolution", False))
 
 
 def load_run(run_dir: str | pathlib.Path, device: str = "cpu") -> RunModels:

@@ -1,7 +1,10 @@
 """The plugin manager: loads the ``piebench`` entry-point group and fills the registry.
 
-Built-in plugins (``piebench_plugins.*``) come in through the same entry-point group as
-third-party ones. A plugin that fails to import, declares an unknown hook, has a hook with
+Built-in plugins come in through the same entry-point group as third-party ones, as one entry
+point (``builtins = "piebench_plugins"``): every module ``piebench_plugins/<kind>s/<module>.py``
+(names starting with ``_`` skipped) is a plugin named ``<kind>-<module>`` (underscores as
+dashes: ``encoder-lab-stats``, ``loss-embedding-l1``), found when piebench starts, so a new
+built-in is one file and no reinstall. A plugin that fails to import, declares an unknown hook, has a hook with
 a wrong signature, or registers a name twice is reported in one warning line naming it and
 skipped; ``PIEBENCH_STRICT_PLUGINS=1`` turns that into an error (for plugin authors).
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import pkgutil
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -31,9 +35,11 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, RunFailed
-from .registry import KINDS, Registry, Spec
+from .registry import KINDS, TYPED_KEYS, Registry, Spec, typed_fields
 
 GROUP = "piebench"
+#: The entry point whose value is the package of built-in plugins (see :func:`discover_builtins`).
+BUILTINS = "builtins"
 _REGISTER_HOOKS = {f"register_{k}s" if k != "loss" else "register_losses": k for k in KINDS}
 LIFECYCLE_HOOKS = ("on_run_start", "on_step_end", "on_eval_end", "on_run_end")
 
@@ -105,9 +111,11 @@ class PluginManager:
             if ep.name in disabled or ep.name in self.plugins:
                 continue
             dist = getattr(ep, "dist", None)
-            info = PluginInfo(name=ep.name, module=ep.value,
-                              distribution=dist.metadata["Name"] if dist else "",
-                              version=dist.version if dist else "")
+            distribution, version = (dist.metadata["Name"], dist.version) if dist else ("", "")
+            if ep.name == BUILTINS and _is_builtin(ep):
+                self._load_builtins(ep.value, disabled, distribution, version)
+                continue
+            info = PluginInfo(name=ep.name, module=ep.value, distribution=distribution, version=version)
             try:
                 module = ep.load()
             except Exception as err:  # noqa: BLE001 - any import failure is reported, not fatal
@@ -121,6 +129,25 @@ class PluginManager:
             try:
                 module = importlib.import_module(path)
             except Exception as err:  # noqa: BLE001
+                self._fail(info, f"failed to import: {type(err).__name__}: {_first_line(err)}")
+                continue
+            self.add_module(info, module)
+
+    def _load_builtins(self, package: str, disabled: set[str], distribution: str, version: str) -> None:
+        """Import and register every built-in plugin module of ``package`` (by plugin name)."""
+        try:
+            found = discover_builtins(package)
+        except Exception as err:  # noqa: BLE001
+            self._fail(PluginInfo(BUILTINS, package, distribution, version),
+                       f"failed to import: {type(err).__name__}: {_first_line(err)}")
+            return
+        for name, path in found:
+            if name in disabled or name in self.plugins:
+                continue
+            info = PluginInfo(name=name, module=path, distribution=distribution, version=version)
+            try:
+                module = importlib.import_module(path)
+            except Exception as err:  # noqa: BLE001 - any import failure is reported, not fatal
                 self._fail(info, f"failed to import: {type(err).__name__}: {_first_line(err)}")
                 continue
             self.add_module(info, module)
@@ -147,12 +174,23 @@ class PluginManager:
 
     def _register_fn(self, kind: str, info: PluginInfo):
         def register(name: str, build: Any, *, description: str = "", paper: str = "",
-                     configurations: dict | None = None, version: str = "1", **meta: Any) -> None:
+                     configurations: dict | None = None, version: str = "1", meta: dict | None = None,
+                     **keys: Any) -> None:
             if not isinstance(name, str) or not name or not callable(build):
                 raise PluginError(f"registered a {kind} with an invalid name or builder: {name!r}")
+            try:
+                typed, unknown = typed_fields(kind, keys)
+            except ValueError as err:
+                raise PluginError(f"registered {kind} '{name}' with {err}") from None
+            if unknown:
+                what = (f"registers {kind} '{name}' with unknown key(s) {', '.join(sorted(unknown))} "
+                        f"(known: {', '.join(TYPED_KEYS.get(kind, ())) or 'none'}; free-form data goes in meta={{...}}); kept in meta")
+                if self.strict:
+                    raise PluginError(what)
+                self._report(info, what)
             spec = Spec(kind=kind, name=name, build=build, description=description, paper=paper,
                         configurations=dict(configurations or {}), version=str(version),
-                        plugin=info.name, plugin_version=info.version, meta=dict(meta))
+                        plugin=info.name, plugin_version=info.version, meta={**(meta or {}), **unknown}, **typed)
             try:
                 self.registry.add(spec)
             except ValueError as err:
@@ -226,6 +264,25 @@ def _write_record(run: Any) -> None:
         except OSError as err:
             print(f"piebench: warning: could not update the record in {run_dir}: {err.strerror or err}",
                   file=sys.stderr)
+
+
+def discover_builtins(package: str) -> list[tuple[str, str]]:
+    """(plugin name, module path) of every ``package.<kind>s.<module>``, sorted by name.
+
+    Each subpackage is a kind (``encoders`` -> ``encoder``, ``losses`` -> ``loss``, any new one
+    such as ``loggers`` too); modules and subpackages whose names start with ``_`` are helpers.
+    """
+    pkg = importlib.import_module(package)
+    found = []
+    for sub in pkgutil.iter_modules(pkg.__path__):
+        if not sub.ispkg or sub.name.startswith("_"):
+            continue
+        kind = sub.name[:-2] if sub.name.endswith("sses") else sub.name.removesuffix("s")
+        subpkg = importlib.import_module(f"{package}.{sub.name}")
+        for mod in pkgutil.iter_modules(subpkg.__path__):
+            if not mod.ispkg and not mod.name.startswith("_"):
+                found.append((f"{kind}-{mod.name.replace('_', '-')}", f"{package}.{sub.name}.{mod.name}"))
+    return sorted(found)
 
 
 def _is_builtin(ep: Any) -> bool:

@@ -102,7 +102,7 @@ def load_pretrained(name: str, path: str, configuration: str = "paper", device: 
     if kind not in ("enhancer", "encoder"):
         raise UsageError(f"load_pretrained: kind must be 'enhancer' or 'encoder', got '{kind}'")
     spec = get_registry().get(kind, name)
-    load_weights = spec.meta.get("load_weights")
+    load_weights = spec.load_weights
     if not callable(load_weights):
         raise UsageError(f"{kind} '{name}' has no released weights to load (its plugin registers no load_weights)")
     if not pathlib.Path(path).exists():

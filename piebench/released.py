@@ -161,8 +161,8 @@ def load_released(name: str, weights: str, *, configuration: str = "paper", devi
     registry = get_registry()
     spec = registry.get("enhancer", name)
     encoders = registry.names("encoder")
-    enc_name = next((n for n in (spec.meta.get("pairs_with"), name) if n in encoders
-                     and callable(registry.get("encoder", n).meta.get("load_weights"))), None)
+    enc_name = next((n for n in (spec.pairs_with, name) if n in encoders
+                     and callable(registry.get("encoder", n).load_weights)), None)
     if enc_name is None:
         raise UsageError(f"enhancer '{name}' needs a preference and no released encoder pairs with it; "
                          "train a run and use --run with --refs")

@@ -22,14 +22,12 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .columns import REPORT_DIAGNOSTICS, display_columns, metric_keys
 from .errors import UsageError
 from .leaderboard import collect, leaderboard_tables
 from .runs import atomic_write_text, iter_records, load_record, read_json
 
 _GROUPS = ("seen", "unseen", "all")
-_RUN_METRICS = [("psnr", "PSNR ↑", 2), ("psnr_q8", "PSNR q8 ↑", 2), ("ssim", "SSIM ↑", 4), ("delta_e", "dE ↓", 2),
-                ("lpips", "LPIPS ↓", 4), ("identity_psnr", "identity PSNR", 2), ("sensitivity", "sensitivity ↑", 2),
-                ("steering", "steering ↑", 2), ("gain_over_identity", "gain over identity ↑", 2)]
 
 
 def png_data_uri(png: bytes) -> str:
@@ -155,8 +153,12 @@ def _fmt_metric(m: Any, digits: int) -> str:
 
 def run_table(record: dict) -> tuple[list[str], list[list[str]]]:
     """(headers, rows): one row per user group with mean [95% CI] per metric."""
+    from .plugins import get_registry
+
     metrics = record.get("metrics") or {}
-    present = [(k, h, d) for k, h, d in _RUN_METRICS if any(k in (metrics.get(g) or {}) for g in _GROUPS)]
+    computed = metric_keys(metrics.get(g) for g in _GROUPS)
+    present = [(c.key, c.heading, c.digits) for c in display_columns(REPORT_DIAGNOSTICS, get_registry(), computed)
+               if any(c.key in (metrics.get(g) or {}) for g in _GROUPS)]
     rows = []
     for g in _GROUPS:
         group = metrics.get(g)

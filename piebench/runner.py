@@ -257,7 +257,7 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
             summary = summarize(result, list(metrics), seed=cfg["seed"])
             _diagnostics(result, comps, run_dir, cfg, manifest, device, summary)
             record["metrics"] = summary
-            record["metric_variants"] = {name: getattr(registry.get("metric", name), "meta", {}).get("variant", "")
+            record["metric_variants"] = {name: registry.get("metric", name).variant
                                          for name in cfg["eval"]["metrics"]}
             record["manifest_hash"] = manifest.get("hash")
             record["timings"]["eval_s"] = round(time.perf_counter() - t1, 3)

@@ -23,6 +23,7 @@ from typing import Any
 
 from . import jsonio
 from ._version import __version__
+from .columns import archive_columns
 from .errors import RunFailed, UsageError
 
 #: Version of the record.json layout; a record with a larger number needs a newer piebench.
@@ -245,15 +246,12 @@ def base_record(cfg: dict, *, key: str, eval_hash: str, train_hash: str, plugins
     }
 
 
-#: per_image.csv columns kept in archived records (enough for paired statistics and ties).
-ARCHIVE_COLUMNS = ("photo", "scene", "draw", "user", "user_name", "seen", "psnr", "psnr_q8", "ssim", "ssim_down",
-                   "delta_e", "lpips", "identity_psnr", "sensitivity")
-
-
 def archive_records(runs_dir: str | Path, dest: str | Path, protocol: str | None = None) -> list[Path]:
     """Copy finished records (record.json + a trimmed per_image.csv) under ``dest``, keeping the
     layout ``<protocol>/<encoder>+<enhancer>/<run-id>/``: small files a leaderboard can be
-    regenerated from (``leaderboards/records/`` in the repository)."""
+    regenerated from (``leaderboards/records/`` in the repository). The trimmed per_image.csv
+    keeps the photo/user ids, every metric and the per-image diagnostics
+    (:func:`piebench.columns.archive_columns`)."""
     import pandas as pd
 
     runs_dir, dest = Path(runs_dir), Path(dest)
@@ -268,7 +266,7 @@ def archive_records(runs_dir: str | Path, dest: str | Path, protocol: str | None
         per_image = run_dir / "per_image.csv"
         if per_image.exists():
             df = pd.read_csv(per_image)
-            df = df[[c for c in ARCHIVE_COLUMNS if c in df.columns]]
+            df = df[archive_columns(df.columns, rec.get("metric_variants") or ())]
             atomic_write_text(target / "per_image.csv", df.to_csv(index=False, float_format="%.5f"))
         written.append(target)
     return written

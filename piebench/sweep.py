@@ -21,6 +21,7 @@ from typing import Any
 from . import config as C
 from .errors import PiebenchError, UsageError
 from .launch import run_jobs, run_or_reuse
+from .registry import compatible
 from .verdicts import blind_gain, paired_delta
 
 
@@ -102,13 +103,9 @@ class PairChecker:
         self.registry.get("encoder", encoder)
         self.registry.get("enhancer", enhancer)
         cfg = self.cfg_factory(encoder, enhancer)
-        enc_meta = self.registry.get("encoder", encoder).meta
-        enh_meta = self.registry.get("enhancer", enhancer).meta
-        why = None
-        missing = sorted(set(enh_meta.get("consumes") or ()) - set(enc_meta.get("provides") or ("vector", "maps", "source")))
-        if missing:
-            why = f"enhancer '{enhancer}' consumes {', '.join(missing)}, which encoder '{encoder}' does not provide"
-        else:
+        ok, why = compatible(self.registry.get("encoder", encoder), self.registry.get("enhancer", enhancer))
+        why = why or None
+        if ok:
             if self._dataset is None:
                 self._dataset = build_dataset(cfg, self.registry)
             try:
@@ -149,7 +146,7 @@ def plan_pairs(encoders: list[str], enhancers: list[str], cross: bool, checker: 
         else:
             add(e, chosen, None)
     for h in enhancers:
-        hint = reg.get("enhancer", h).meta.get("pairs_with")
+        hint = reg.get("enhancer", h).pairs_with
         all_enc = [anchor_encoder, *([hint] if hint else []), *encoders, *reg.names("encoder")]
         chosen = next((e for e in dict.fromkeys(all_enc) if reg.has("encoder", e)
                        and checker.reason(e, h) is None), None)
@@ -211,10 +208,10 @@ def sweep(protocol: str, encoders: list[str], enhancers: list[str], *, seeds: li
                 item.status, item.reason = "incompatible", why
                 continue
             submit(item, make(enc, enh, seed))
-            consumes = registry.get("enhancer", enh).meta.get("consumes")
-            if blind_twins and item.status != "failed" and consumes != [] and not checker.trainable.get((enc, enh), True):
+            consumes = registry.get("enhancer", enh).consumes
+            if blind_twins and item.status != "failed" and consumes and not checker.trainable.get((enc, enh), True):
                 item.extra["twin_note"] = "no blind twin: the enhancer has nothing to train, so its constant would stay random"
-            elif blind_twins and item.status != "failed" and consumes != []:
+            elif blind_twins and item.status != "failed" and consumes:
                 twin = SweepItem(enc, enh, seed, blind=True)
                 items.append(twin)
                 submit(twin, make(enc, enh, seed, blind=True))

@@ -2,7 +2,7 @@
 a function of how many people it trained on.
 
 For each count ``k`` the protocol's dataset trains on its first ``k`` training users (the
-dataset plugin names the parameter in its ``training_users_param`` meta: ``train_users`` for
+dataset plugin names the parameter in its ``training_users_param`` field: ``train_users`` for
 pie-synth, ``seen_users`` for fivek) and every point is scored on the same held-out users --
 the dataset's own unseen users (pie-synth's u00..., fivek-loeo's held-out expert), never the
 training users a smaller count leaves out. Their
@@ -61,7 +61,7 @@ def training_users_param(dataset: str) -> str:
     """The parameter of dataset plugin ``dataset`` that sets its number of training users."""
     from .plugins import get_registry
 
-    param = get_registry().get("dataset", dataset).meta.get("training_users_param")
+    param = get_registry().get("dataset", dataset).training_users_param
     if not param:
         raise UsageError(f"dataset '{dataset}' cannot vary its number of training users (its plugin declares no "
                          "training_users_param); use pie-synth or fivek")

@@ -88,7 +88,8 @@ def list_cmd(what: str, as_json: bool, params: bool | None, check: str) -> None:
             if count and spec.kind in ("encoder", "enhancer"):
                 row["parameters"] = {c: count_parameters(spec, c) for c in spec.configurations or ["default"]}
             if as_json:
-                row["meta"] = {k: v for k, v in spec.meta.items() if isinstance(v, str | int | float | list | tuple | bool)}
+                row["meta"] = {k: v for k, v in spec.declared().items()
+                               if isinstance(v, str | int | float | list | tuple | bool | dict)}
             rows.append(row)
         out[kind_name] = rows
     if as_json:

@@ -23,6 +23,9 @@ def positive_int(ctx: click.Context, param: click.Parameter, value: int | None) 
 @click.option("--schedule", default=None, help="Training schedule of the protocol (two-stage, joint).")
 @click.option("--dataset", default=None, help="Dataset override, NAME or NAME:PATH (e.g. folder:./photos).")
 @click.option("--refs", type=int, default=None, callback=positive_int, help="References per preference (N).")
+@click.option("--metric", "metrics", multiple=True,
+              help="Also compute this installed metric (repeatable; piebench list metrics). Never splits a "
+                   "leaderboard table: runs without it show '–'.")
 @click.option("--loss", "losses", multiple=True, help="Image loss term NAME[:WEIGHT] (repeatable); weight 0 removes.")
 @click.option("--lr-encoder", type=float, default=None, help="Encoder learning rate while the enhancer trains.")
 @click.option("--lr-enhancer", type=float, default=None, help="Enhancer learning rate.")
@@ -53,7 +56,7 @@ def positive_int(ctx: click.Context, param: click.Parameter, value: int | None) 
                    "or any installed logger plugin (piebench list loggers).")
 @click.option("--store-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Share of free device memory a resident store may take (default 0.5).")
-def run(encoder, enhancer, protocol, schedule, dataset, refs, losses, lr_encoder, lr_enhancer, steps, seed,
+def run(encoder, enhancer, protocol, schedule, dataset, refs, metrics, losses, lr_encoder, lr_enhancer, steps, seed,
         device, runs_dir, sets, blind, pretrained, encoder_config, enhancer_config, resume, resume_from,
         quiet, amp, channels_last, compile_, store_device, loggers, store_fraction) -> None:
     """Train and evaluate ENCODER + ENHANCER; print the results table and the record path."""
@@ -61,7 +64,8 @@ def run(encoder, enhancer, protocol, schedule, dataset, refs, losses, lr_encoder
                   lr_encoder=lr_encoder, lr_enhancer=lr_enhancer, steps=steps, seed=seed, device=device,
                   sets=list(sets), blind=blind, pretrained=pretrained, encoder_config=encoder_config,
                   enhancer_config=enhancer_config, dataset=dataset, amp=amp, channels_last=channels_last,
-                  compile=compile_, store_device=store_device, store_fraction=store_fraction)
+                  compile=compile_, store_device=store_device, store_fraction=store_fraction,
+                  metrics=list(metrics))
     run_dir, record = run_experiment(cfg, runs_dir, resume=resume, resume_from=resume_from, progress=not quiet,
                                      loggers=loggers)
     if not current_process().is_main:  # under torchrun, rank 0 reports

@@ -163,6 +163,4 @@ def register_datasets(register):
             "quick": {"resolution": 256, "crops_per_scene": 120, "seen_users": 16, "unseen_users": 8},
             "two-user": {"resolution": 64, "crops_per_scene": 16, "users": "two-user"},
         },
-        scenes=list(SCENE_NAMES), splits="by scene; default test scenes coffee, chelsea; folds=k for k-fold",
-        training_users_param="train_users",
-    )
+        training_users_param="train_users", meta={"scenes": list(SCENE_NAMES), "splits": "by scene; default test scenes coffee, chelsea; folds=k for k-fold"})

@@ -84,4 +84,4 @@ def register_encoders(register):
         description="training-free: Gram statistics of opponent-colour and Sobel channels at several scales",
         paper="Gatys et al., Image Style Transfer Using Convolutional Neural Networks, CVPR 2016 (Gram statistics)",
         configurations={"small": {"scales": (1, 2, 4)}, "paper": {"scales": (1, 2, 4, 8)}},
-        version="1", metric_loss=None, trainable=False)
+        version="1", meta={"metric_loss": None, "trainable": False})

@@ -84,4 +84,4 @@ def register_encoders(register):
         paper="colour-histogram baseline (soft histograms as in Avi-Aharon et al., DeepHist, 2020)",
         configurations={"small": {"bins": 16, "joint_bins": 0, "max_side": 64},
                         "paper": {"bins": 32, "joint_bins": 8, "max_side": 128}},
-        version="1", metric_loss=None, trainable=False)
+        version="1", meta={"metric_loss": None, "trainable": False})

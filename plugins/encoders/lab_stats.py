@@ -97,5 +97,4 @@ def register_encoders(register):
                          "Reinhard colour transfer",
              paper="Reinhard et al., Color Transfer between Images, IEEE CG&A 2001 (statistics in CIELAB)",
              configurations={"small": {"relative": False}, "paper": {"relative": False},
-                             "pairs": {"relative": True}}, version="1", provides=["vector"], requires=["targets"],
-             metric_loss=None, trainable=False, layouts=[LAYOUT, LAYOUT_RELATIVE])
+                             "pairs": {"relative": True}}, version="1", provides=["vector"], requires=["targets"], meta={"metric_loss": None, "trainable": False, "layouts": [LAYOUT, LAYOUT_RELATIVE]})

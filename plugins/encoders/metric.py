@@ -204,5 +204,5 @@ def register_encoders(register):
         register(name, build=_builder(name),
                  description=f"CNN -> pooled L2-normalised embedding trained with the {name} loss; "
                              "preference = normalised mean of the references' embeddings",
-                 paper=paper, configurations=CONFIGURATIONS, version="1", metric_loss=name,
-                 provides=["vector", "maps"], requires=["targets"])
+                 paper=paper, configurations=CONFIGURATIONS, version="1",
+                 provides=["vector", "maps"], requires=["targets"], meta={"metric_loss": name})

@@ -126,5 +126,4 @@ def register_encoders(register):
             "paper": {"widths": PAPER_WIDTHS, "d_model": 1024, "heads": 8, "layers": 6,
                       "feedforward": 2048, "dropout": 0.1, "content_size": 2},
         },
-        version="1", metric_loss=None, requires=["targets", "inputs"],
-        pretrained_weights="resnet18-f37072fd.pth")
+        version="1", requires=["targets", "inputs"], meta={"metric_loss": None, "pretrained_weights": "resnet18-f37072fd.pth"})

@@ -191,11 +191,11 @@ def register_encoders(register):
                          "encoder gap = oracle - model",
              paper="attribution baseline (piebench)",
              configurations={"small": {"dim": 64}, "paper": {"dim": 512}},
-             version="1", provides=["vector"], requires=["targets"], metric_loss=None, oracle=True)
+             version="1", provides=["vector"], requires=["targets"], role="oracle", meta={"metric_loss": None})
     register("oracle-params", build=build_oracle_params,
              description="oracle (pie-synth): the user's true retouch parameters, raw or through a small MLP",
              paper="attribution baseline (piebench)",
              configurations={"small": {"mode": "mlp", "dim": 64, "hidden": 128},
                              "paper": {"mode": "mlp", "dim": 512, "hidden": 512},
                              "raw": {"mode": "raw"}},
-             version="1", provides=["vector"], requires=["targets"], metric_loss=None, oracle=True)
+             version="1", provides=["vector"], requires=["targets"], role="oracle", meta={"metric_loss": None})

@@ -64,5 +64,5 @@ def register_encoders(register):
         description="PieNet embedding: ResNet-18 -> 512-d L2-normalised, mean over references (triplet, margin 0.2)",
         paper="Kim et al., PieNet: Personalized Image Enhancement Network, ECCV 2020",
         configurations={"small": {"widths": (16, 32, 64, 128)}, "paper": {"widths": PAPER_WIDTHS}},
-        version="1", metric_loss="triplet",
-        pretrained_weights="resnet18-f37072fd.pth")
+        version="1", provides=["vector", "maps"],
+        meta={"metric_loss": "triplet", "pretrained_weights": "resnet18-f37072fd.pth"})

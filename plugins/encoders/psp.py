@@ -115,4 +115,4 @@ def register_encoders(register):
             "small": {"widths": (8, 16, 32, 64), "fpn_width": 64, "styles": (1, 1, 1)},
             "paper": {"widths": PAPER_WIDTHS, "fpn_width": 512, "styles": (1, 1, 1)},
         },
-        version="1", metric_loss="angular", pretrained_weights="resnet18-f37072fd.pth")
+        version="1", provides=["vector", "maps"], meta={"metric_loss": "angular", "pretrained_weights": "resnet18-f37072fd.pth"})

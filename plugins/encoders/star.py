@@ -263,6 +263,4 @@ def register_encoders(register):
             "paper": {"dim": 512, "layers": [4, 4, 4, 4], "planes": [64, 128, 256, 512], "input_size": 224},
         },
         version="1",
-        parameters={"paper (num_users=10)": 23_968_563},
-        load_weights=load_official_encoder,
-    )
+        provides=["vector", "source"], load_weights=load_official_encoder, meta={"parameters": {"paper (num_users=10)": 23_968_563}})

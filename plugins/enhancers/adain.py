@@ -194,4 +194,4 @@ def register_enhancers(register):
     register("adain", build=build_adain,
              description="U-Net whose bottleneck and decoder are AdaIN-modulated by the preference vector",
              paper="Huang & Belongie, AdaIN, ICCV 2017 (modulation); mapping network as in StarEnhancer, ICCV 2021",
-             configurations=CONFIGURATIONS, version="2", consumes=["vector"], downsample=8)
+             configurations=CONFIGURATIONS, version="2", consumes=["vector"], meta={"downsample": 8})

@@ -195,7 +195,6 @@ def register_enhancers(register):
                            "pref_dim": 512},
         },
         version="1",
-        parameters={"paper": 36_489},
         load_weights=load_weights,
         full_resolution=True,  # curves / LUT / 1x1 convs applied to the full image; the CNN sees a small copy
-    )
+        meta={"parameters": {"paper": 36_489}})

@@ -221,6 +221,5 @@ def register_enhancers(register):
                            "channel_multiplier": 1, "pref_dim": 512},
         },
         version="1",
-        parameters={"paper": 482_080},
         full_resolution=True,  # coefficients predicted at 256 px, sliced and applied at full resolution
-    )
+        meta={"parameters": {"paper": 482_080}})

@@ -27,5 +27,5 @@ def build_identity(ctx: BuildContext | None = None) -> IdentityEnhancer:
 def register_enhancers(register):
     """Register the identity baseline."""
     register("identity", build=build_identity, description="output = input (no enhancement baseline)",
-             paper="baseline: output = input (the floor every model must beat)", configurations={"small": {}, "paper": {}}, version="1", consumes=[], baseline=True,
+             paper="baseline: output = input (the floor every model must beat)", configurations={"small": {}, "paper": {}}, version="1", consumes=[], role="baseline",
              full_resolution=True)

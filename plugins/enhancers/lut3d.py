@@ -202,7 +202,6 @@ def register_enhancers(register):
                            "pref_dim": 512, "pref_channels": 32},
         },
         version="1",
-        parameters={"paper": 593_516},
         load_weights=load_weights,
         full_resolution=True,  # curves / LUT / 1x1 convs applied to the full image; the CNN sees a small copy
-    )
+        meta={"parameters": {"paper": 593_516}})

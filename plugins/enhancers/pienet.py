@@ -174,4 +174,4 @@ def register_enhancers(register):
              description="PieNet enhancer: ResNet-18 U-Net with personalised up-sample blocks, x + residual",
              paper="Kim et al., PieNet: Personalized Image Enhancement Network, ECCV 2020",
              configurations={"small": {"width": 8, "pref_dim": 128}, "paper": {"width": 64, "pref_dim": 512}},
-             version="1", consumes=["vector"], downsample=32, reference_params_m=16.39)
+             version="1", consumes=["vector"], meta={"downsample": 32, "reference_params_m": 16.39})

@@ -68,4 +68,4 @@ def register_enhancers(register):
                  "paper": {"widths": [64, 128, 256, 512], "mlp_hidden": 512, "mlp_layers": 4, "blocks": 2,
                            "groups": 8, "ffn_expansion": 2},
              },
-             version="2", consumes=["vector", "maps"], downsample=8)
+             version="2", consumes=["vector", "maps"], meta={"downsample": 8})

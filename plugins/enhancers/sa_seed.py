@@ -117,4 +117,4 @@ def register_enhancers(register):
                  "small": {"widths": [16, 24, 48, 64], "blocks": 1, "ffn_expansion": 2},
                  "paper": {"widths": [64, 128, 256, 512], "blocks": 2, "ffn_expansion": 2},
              },
-             version="1", consumes=["vector", "maps"], downsample=8, fixed_num_refs=True)
+             version="1", consumes=["vector", "maps"], meta={"downsample": 8, "fixed_num_refs": True})

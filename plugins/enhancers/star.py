@@ -223,8 +223,7 @@ def register_enhancers(register):
             "paper": {"code_dim": 512, "mapping_width": 512, "knots": 64, "layers": [2, 2, 2, 2],
                       "planes": [64, 128, 256, 512], "pool_size": 224},
         },
-        version="1",
-        parameters={"paper mapping": 2_626_566, "paper SlimEnhancer": 11_462_459},
+        version="1", consumes=["vector", "source"],
         load_weights=load_weights,
-        full_resolution=True,  # curves / LUT / 1x1 convs applied to the full image; the CNN sees a small copy
-    )
+        full_resolution=True,  # curves applied to the full image; the CNN sees a small copy
+        meta={"parameters": {"paper mapping": 2_626_566, "paper SlimEnhancer": 11_462_459}})

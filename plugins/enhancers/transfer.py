@@ -90,4 +90,4 @@ def register_enhancers(register):
              paper="Reinhard et al., Color Transfer between Images, IEEE CG&A 2001",
              configurations={"small": {"mode": "reinhard", "min_std": 0.5},
                              "paper": {"mode": "reinhard", "min_std": 0.5}},
-             version="1", consumes=["vector"], pairs_with="lab-stats", full_resolution=True, baseline=True)
+             version="1", consumes=["vector"], pairs_with="lab-stats", full_resolution=True, role="baseline")

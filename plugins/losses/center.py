@@ -53,4 +53,4 @@ def register_losses(register):
     """Register the center loss."""
     register("center", build=build_center,
              description="squared distance to a learned per-user centre (centre lr 0.0005, weight 0.01)",
-             paper="Wen et al., ECCV 2016", kind="embedding", default_weight=0.01)
+             paper="Wen et al., ECCV 2016", kind="embedding", meta={"default_weight": 0.01})

@@ -84,4 +84,4 @@ def register_losses(register):
              description="PieNet: L1 distance between encoder embeddings of output and target (weight 0.4)",
              paper="Kim et al., PieNet: Personalized Image Enhancement Network, ECCV 2020",
              configurations={"default": {"detach_encoder": True}},
-             version="1", kind="image", default_weight=0.4, needs_encoder=True)
+             version="1", kind="image", meta={"default_weight": 0.4, "needs_encoder": True})

@@ -65,4 +65,4 @@ def register_losses(register):
              description="Gram-matrix loss between the output and each reference (RGB + fixed random conv "
                          "features; no pretrained weights)",
              paper="Gatys et al., CVPR 2016 (Gram matrices); lambda 0.01 from the original research",
-             kind="image", default_weight=0.01)
+             kind="image", meta={"default_weight": 0.01})

@@ -61,7 +61,7 @@ def register_losses(register):
     """Register the two total-variation losses."""
     register("tv", build=build_tv, description="total variation of the output (anisotropic L1)",
              paper="Rudin et al., Physica D 1992; lambda 0.01 from the original research",
-             kind="image", default_weight=0.01)
+             kind="image", meta={"default_weight": 0.01})
     register("edge-tv", build=build_edge_tv,
              description="total variation of the output weighted by exp(-|grad input|) (PieNet)",
-             paper="Kim et al., ECCV 2020 (PieNet)", kind="image", default_weight=0.01)
+             paper="Kim et al., ECCV 2020 (PieNet)", kind="image", meta={"default_weight": 0.01})

@@ -133,9 +133,9 @@ def register_losses(register):
              description="VGG-16 feature L1 at relu1_2/relu2_2/relu3_3 (torchvision vgg16-397923af.pth, fetched once)",
              paper="Johnson et al., Perceptual Losses for Real-Time Style Transfer and Super-Resolution, ECCV 2016",
              configurations={"default": {"layers": DEFAULT_LAYERS, "criterion": "l1"}},
-             version="1", kind="image", pretrained_weights=VGG16)
+             version="1", kind="image", meta={"pretrained_weights": VGG16})
     register("gram-vgg", build=build_gram_vgg,
              description="Gram matrices of VGG-16 features, output vs target, MSE (torchvision vgg16-397923af.pth, fetched once)",
              paper="Gatys et al., Image Style Transfer Using Convolutional Neural Networks, CVPR 2016",
              configurations={"default": {"layers": DEFAULT_LAYERS, "criterion": "l2"}},
-             version="1", kind="image", pretrained_weights=VGG16)
+             version="1", kind="image", meta={"pretrained_weights": VGG16})

@@ -20,6 +20,10 @@ PAPERS = {
     "lpips": "Zhang et al., CVPR 2018 (lpips v0.1, alex)",
 }
 
+#: name -> (column label, decimals shown)
+DISPLAY = {"psnr": ("PSNR", 2), "psnr_q8": ("PSNR q8", 2), "ssim": ("SSIM", 4), "ssim_down": ("SSIM down", 4),
+           "delta_e": ("dE", 2), "lpips": ("LPIPS", 4)}
+
 
 def _builder(name: str):
     fn = fidelity.METRICS[name][0]
@@ -40,4 +44,5 @@ def register_metrics(register):
     """Register every metric of :data:`piebench.metrics.fidelity.METRICS`."""
     for name, (_fn, higher, variant) in fidelity.METRICS.items():
         register(name, build=_builder(name), description=variant, paper=PAPERS[name],
-                 configurations={}, version="1", higher_is_better=higher, variant=variant)
+                 configurations={}, version="1", higher_is_better=higher, variant=variant,
+                 label=DISPLAY[name][0], digits=DISPLAY[name][1])

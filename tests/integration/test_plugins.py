@@ -33,6 +33,16 @@ class GainEnhancer(Enhancer):
 def register_enhancers(register):
     register("tp-gain", build=lambda ctx, **kw: GainEnhancer(ctx.encoder.dim),
              description="third-party per-channel gain", paper="a test", configurations={"small": {}})
+
+
+def mae(output, target):
+    return (output - target).abs().mean((1, 2, 3))
+
+
+@hookimpl
+def register_metrics(register):
+    register("tp-mae", build=lambda ctx, **params: mae, description="mean absolute error",
+             higher_is_better=False, label="MAE", digits=3, variant="mean over pixels and channels")
 '''
 
 BROKEN = {
@@ -80,7 +90,7 @@ def test_third_party_plugin_is_listed_with_its_version(third_party):
     assert "sa" in rows  # built-ins still there
     plugins = json.loads(piebench("list", "plugins", "--json", env_extra=third_party).stdout)
     tp = [p for p in plugins if p["plugin"] == "tp"][0]
-    assert tp["distribution"] == "piebench-tp" and tp["hooks"] == "register_enhancers"
+    assert tp["distribution"] == "piebench-tp" and tp["hooks"] == "register_enhancers, register_metrics"
 
 
 @pytest.mark.parametrize("broken", sorted(BROKEN))
@@ -113,10 +123,23 @@ def test_disable_plugins_hides_a_builtin():
 
 
 @pytest.mark.slow
-def test_third_party_enhancer_runs(third_party, tmp_path: Path):
+def test_third_party_enhancer_runs_and_its_metric_shows_without_splitting_the_table(third_party, tmp_path: Path):
+    from piebench import config as C
+
     res = piebench("run", "--encoder", "angular", "--enhancer", "tp-gain", "--steps", "6", "--quiet",
-                   "--runs-dir", str(tmp_path / "runs"), "--set", "eval.max_photos=3", env_extra=third_party)
+                   "--metric", "tp-mae", "--runs-dir", str(tmp_path / "runs"), "--set", "eval.max_photos=3",
+                   env_extra=third_party)
     assert res.returncode == 0, res.stderr
-    rec = json.loads(next((tmp_path / "runs").rglob("record.json")).read_text())
+    assert "MAE ↓" in res.stdout  # the run table
+    run_dir = next((tmp_path / "runs").rglob("record.json")).parent
+    rec = json.loads((run_dir / "record.json").read_text())
     assert rec["status"] == "finished"
     assert rec["plugins"]["enhancer:tp-gain"]["plugin"] == "tp"
+    assert rec["metrics"]["seen"]["tp-mae"]["mean"] > 0
+    cfg = json.loads((run_dir / "config.json").read_text())
+    recipe = json.loads((run_dir / "manifest.json").read_text())["recipe_hash"]
+    without = {**cfg, "eval": {**cfg["eval"], "metrics": [m for m in cfg["eval"]["metrics"] if m != "tp-mae"]}}
+    assert rec["protocol"]["eval_hash"] == C.eval_hash(without, recipe)  # same table as runs without it
+    board = piebench("leaderboard", "--runs-dir", str(tmp_path / "runs"), env_extra=third_party)
+    assert board.returncode == 0, board.stderr
+    assert "MAE ↓ seen" in board.stdout

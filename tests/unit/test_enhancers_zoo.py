@@ -49,7 +49,7 @@ def test_registered_with_small_and_paper(registry, name):
     assert {"small", "paper"} <= set(spec.configurations)
     assert spec.description and spec.paper
     model = build(registry, name)
-    assert set(spec.meta["consumes"]) == set(model.consumes)
+    assert set(spec.consumes) == set(model.consumes)
 
 
 @pytest.mark.parametrize("name", NAMES)

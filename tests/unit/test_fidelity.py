@@ -180,7 +180,7 @@ def test_lpips_loads_the_staged_file(empty_torch_home, capsys):
 def test_plugin_registers_every_metric(registry):
     for name, (fn, higher, variant) in METRICS.items():
         spec = registry.get("metric", name)
-        assert spec.meta["higher_is_better"] is higher and spec.meta["variant"] == variant
+        assert spec.higher_is_better is higher and spec.variant == variant
         if name != "lpips":
             built = spec.create()
             out, tgt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)

@@ -136,8 +136,8 @@ def test_bounds_come_from_what_plugins_declare():
     rec = {"encoder": {"name": "angular"}, "enhancer": {"name": "sa"}, "blind": False}
     assert bound_kind(rec) == ""
     assert bound_kind({**rec, "blind": True}) == "blind twin"
-    assert bound_kind({**rec, "encoder": {"name": "oracle-params"}}) == "oracle"  # spec meta oracle=True
-    assert bound_kind({**rec, "enhancer": {"name": "transfer"}}) == "baseline"  # spec meta baseline=True
+    assert bound_kind({**rec, "encoder": {"name": "oracle-params"}}) == "oracle"  # spec role="oracle"
+    assert bound_kind({**rec, "enhancer": {"name": "transfer"}}) == "baseline"  # spec role="baseline"
     assert bound_kind({**rec, "enhancer": {"name": "not-installed"}}) == ""
 
 

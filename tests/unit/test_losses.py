@@ -39,7 +39,7 @@ def test_registered_with_kind_paper_and_weights(registry):
         spec = registry.get("loss", name)
         loss = spec.create(_ctx())
         kind = "image" if name in IMAGE_LOSSES else "embedding"
-        assert spec.meta["kind"] == kind == loss.kind
+        assert spec.loss_kind == kind == loss.kind
         assert spec.description
     for name in ("gram", "tv", "edge-tv", "center"):
         assert registry.get("loss", name).create(_ctx()).default_weight == 0.01

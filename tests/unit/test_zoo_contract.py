@@ -180,11 +180,11 @@ def _provides(name: str) -> frozenset[str]:
 
 
 def _setup_enhancer(name: str):
-    """The enhancer (small) with a compatible encoder: its ``pairs_with`` meta, else ``angular``,
+    """The enhancer (small) with a compatible encoder: its ``pairs_with``, else ``angular``,
     else the first registered encoder providing what it consumes (one its builder accepts)."""
     spec = REGISTRY.get("enhancer", name)
-    consumes = set(spec.meta.get("consumes") or ())
-    order = [spec.meta.get("pairs_with"), "angular", *ENCODERS]
+    consumes = set(spec.consumes)
+    order = [spec.pairs_with, "angular", *ENCODERS]
     candidates = [e for e in dict.fromkeys(order) if e in ENCODERS and consumes <= _provides(e)]
     error = None
     for partner in candidates:
