@@ -32,10 +32,14 @@ def _group_users(dataset: Any, group: str) -> np.ndarray:
     return np.array(dataset.user_ids(seen=(group == "seen")), dtype=int)
 
 
-def steering_for(result: Any, users: np.ndarray, seed: int) -> dict[str, Any] | None:
-    """Steering score + control accuracy for one user group, or None if undefined."""
+def steering_for(result: Any, users: np.ndarray, seed: int, scenes: Any = None) -> dict[str, Any] | None:
+    """Steering score + control accuracy for one user group, or None if undefined.
+
+    ``scenes``: the scene of each (photo, draw) group of ``result``; the CI resamples scenes
+    (every draw and crop of a photograph together). Without, it resamples photos."""
     from .errors import UsageError
     from .metrics.control import control_accuracy, steering_score
+    from .metrics.fidelity import psnr_from_mse
 
     if len(users) < 2:
         return None
@@ -44,12 +48,14 @@ def steering_for(result: Any, users: np.ndarray, seed: int) -> dict[str, Any] | 
     keep = ~np.isnan(d_out).any(axis=(1, 2))
     if keep.sum() < 1:
         return None
+    clusters = np.asarray(scenes if scenes is not None else result.group_photos)[keep]
+    unit = "scenes" if scenes is not None else "photos"
     try:
-        st = steering_score(d_out[keep], d_tgt[keep], seed=seed)
+        st = steering_score(d_out[keep], d_tgt[keep], clusters=clusters, cluster_name=unit, seed=seed)
     except UsageError:
         return None
-    psnr = -10 * np.log10(np.maximum(d_out[keep], 1e-12))
-    return {"steering": {"mean": st.score.mean, "ci": [st.score.lo, st.score.hi]},
+    psnr = psnr_from_mse(d_out[keep])
+    return {"steering": {"mean": st.score.mean, "ci": [st.score.lo, st.score.hi], f"n_{unit}": st.score.n_clusters},
             "control_accuracy": control_accuracy(psnr), "control_chance": 1.0 / len(users)}
 
 
@@ -172,20 +178,22 @@ def run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest:
                     device: str = "cpu") -> dict[str, Any]:
     """Every diagnostic of one evaluation, as record entries (figures written into run_dir)."""
     from .metrics.control import control_heatmap
+    from .metrics.fidelity import psnr_from_mse
     from .metrics.separability import ridge_probe, separability_report, tsne_plot
 
     ds = comps.dataset
     seed = cfg["seed"]
     out: dict[str, Any] = {"figures": {}}
     groups = {}
+    scenes = np.array([ds.photos[int(p)].scene for p in result.group_photos])
     for group in ("seen", "unseen", "all"):
         users = _group_users(ds, group)
-        st = steering_for(result, users, seed)
+        st = steering_for(result, users, seed, scenes=scenes)
         if st:
             groups[group] = st
     out["control"] = groups
     names = [u.name for u in ds.users]
-    mean_psnr = -10 * np.log10(np.maximum(np.nanmean(result.mse_out_tgt, axis=0), 1e-12))
+    mean_psnr = psnr_from_mse(np.nanmean(result.mse_out_tgt, axis=0))
     try:
         out["figures"]["control_heatmap"] = str(control_heatmap(mean_psnr, names, run_dir / "control_heatmap.png")
                                                 .relative_to(run_dir))

@@ -58,6 +58,7 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
     from tqdm import tqdm
 
     from .data.manifest import eval_batches
+    from .metrics.fidelity import psnr_from_mse
     from .personalize import enhance_full
 
     encoder.eval()
@@ -82,7 +83,7 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
         identity = metrics["psnr"](batch.input.float(), target).double().cpu().numpy() if "psnr" in metrics else None
         d_out = _mse_matrix(out, target).double().cpu().numpy()  # [u_out, v_tgt]
         d_tgt = _mse_matrix(target, target).double().cpu().numpy()
-        psnr_m = -10 * np.log10(np.maximum(d_out, 1e-12))
+        psnr_m = psnr_from_mse(d_out)
         uid = batch.user.cpu().numpy()
         n = len(uid)
         for i, u in enumerate(uid):
@@ -125,10 +126,20 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
 
 
 def summarize(result: EvalResult, metric_names: list[str], seed: int = 0) -> dict[str, Any]:
-    """Means per group (all / seen / unseen users) with bootstrap CIs clustered by photo."""
+    """Means per group (all / seen / unseen users) with bootstrap CIs clustered by scene.
+
+    A scene (the source photograph) is the unit of content: crops and reference draws of one
+    photograph are not independent, so every CI resamples whole scenes and says over how many
+    (``n_scenes``; photos stand in for scenes in rows without a ``scene`` column). PSNR columns
+    follow the 100 dB convention (:func:`~piebench.metrics.fidelity.cap_psnr`).
+    """
+    from .metrics.fidelity import cap_psnr
     from .stats import bootstrap_ci
 
-    df = result.per_image
+    df = result.per_image.copy()
+    for col in [c for c in df.columns if "psnr" in c and pd.api.types.is_numeric_dtype(df[c])]:
+        df[col] = cap_psnr(df[col])
+    unit = "scene" if "scene" in df else "photo"
     summary: dict[str, Any] = {}
     for group, sel in (("all", np.ones(len(df), bool)), ("seen", df["seen"].to_numpy()),
                        ("unseen", ~df["seen"].to_numpy())):
@@ -136,18 +147,20 @@ def summarize(result: EvalResult, metric_names: list[str], seed: int = 0) -> dic
         if part.empty:
             continue
         g: dict[str, Any] = {"n_images": int(len(part)), "n_photos": int(part["photo"].nunique()),
-                             "n_users": int(part["user"].nunique())}
+                             "n_scenes": int(part[unit].nunique()), "n_users": int(part["user"].nunique())}
+
+        def ci_of(vals: np.ndarray, part: pd.DataFrame = part) -> dict[str, Any]:
+            keep = np.isfinite(vals)
+            clusters = part[unit].to_numpy()[keep]
+            ci = bootstrap_ci(vals[keep], clusters=clusters, seed=seed)
+            return {"mean": float(ci.mean), "ci": [float(ci.lo), float(ci.hi)], "n_scenes": int(len(set(clusters)))}
+
         for name in [*metric_names, "identity_psnr", "sensitivity"]:
             if name not in part or part[name].isna().all():
                 continue
-            vals = part[name].to_numpy(dtype=float)
-            keep = np.isfinite(vals)
-            ci = bootstrap_ci(vals[keep], clusters=part["photo"].to_numpy()[keep], seed=seed)
-            g[name] = {"mean": float(ci.mean), "ci": [float(ci.lo), float(ci.hi)]}
+            g[name] = ci_of(part[name].to_numpy(dtype=float))
         if "psnr" in g and "identity_psnr" in g:
-            diff = (part["psnr"] - part["identity_psnr"]).to_numpy(dtype=float)
-            ci = bootstrap_ci(diff, clusters=part["photo"].to_numpy(), seed=seed)
-            g["gain_over_identity"] = {"mean": float(ci.mean), "ci": [float(ci.lo), float(ci.hi)]}
+            g["gain_over_identity"] = ci_of((part["psnr"] - part["identity_psnr"]).to_numpy(dtype=float))
         summary[group] = g
     per_user = df.groupby("user_name", sort=False)
     summary["per_user"] = {

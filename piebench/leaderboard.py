@@ -106,14 +106,19 @@ def twin_key(run_dir: str | Path, record: dict) -> str:
 
 
 def load_per_image(run_dir: str | Path) -> pd.DataFrame | None:
-    """A run's per-image rows, or None when it has none."""
+    """A run's per-image rows (PSNR columns under the 100 dB convention), or None when it has none."""
+    from .metrics.fidelity import cap_psnr
+
     path = Path(run_dir) / "per_image.csv"
     if not path.exists():
         return None
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError):
         return None
+    for col in [c for c in df.columns if "psnr" in c and pd.api.types.is_numeric_dtype(df[c])]:
+        df[col] = cap_psnr(df[col])  # records written before the cap may hold inf
+    return df
 
 
 def _group_rows(df: pd.DataFrame, group: str) -> pd.DataFrame:
