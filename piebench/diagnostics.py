@@ -2,9 +2,10 @@
 
 Answers two questions from one evaluation pass plus a few probe passes:
 
-* does the preference carry the user's taste? -- separability of the encoder's embeddings by
-  user (same-photo neighbours excluded), a ridge probe to the users' true parameters
-  (pie-synth), a t-SNE plot;
+* does the preference carry the user's taste? -- separability by user of the preference vectors
+  the enhancer receives and of the encoder's per-image embeddings (same-scene neighbours
+  excluded; each figure with its chance level), a ridge probe to the users' true parameters
+  (pie-synth; nested CV, chance from shuffled users), a t-SNE plot;
 * how many references does it need? -- PSNR as N goes 1, 3, 5, 10 (``eval.refs_curve``, in
   protocols with enough images);
 * does the enhancer follow it? -- the steering score (1 = follows fully, 0 = ignores), the
@@ -176,7 +177,18 @@ def reference_count_curve(comps: Any, cfg: dict, run_dir: Path, *, pairs: bool, 
 
 def run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest: dict | None = None,
                     device: str = "cpu") -> dict[str, Any]:
-    """Every diagnostic of one evaluation, as record entries (figures written into run_dir)."""
+    """Every diagnostic of one evaluation, as record entries (figures written into run_dir).
+
+    Numpy's BLAS runs on one thread here: the matrices are small, and idle BLAS threads spin on
+    shared cores (the probes took 15x more CPU time with them)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _run_diagnostics(result, comps, run_dir, cfg, manifest, device)
+
+
+def _run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest: dict | None,
+                     device: str) -> dict[str, Any]:
     from .metrics.control import control_heatmap
     from .metrics.fidelity import psnr_from_mse
     from .metrics.separability import ridge_probe, separability_report, tsne_plot
@@ -199,21 +211,24 @@ def run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest:
                                                 .relative_to(run_dir))
     except Exception as err:  # noqa: BLE001 - a figure must not fail the run
         print(f"piebench: warning: control heat map not drawn: {err}", file=sys.stderr)
-    sep = {}
+    sep, pref_sep = {}, {}
+    scene_of = np.array([p.scene for p in ds.photos])
     for group in ("seen", "unseen"):
         users = set(_group_users(ds, group).tolist())
-        sel = np.array([u in users for u in result.embedding_users], bool)
-        if sel.sum() >= 6 and len(set(result.embedding_users[sel].tolist())) >= 2:
-            try:
-                sep[group] = separability_report(result.embeddings[sel], result.embedding_users[sel],
-                                                 result.embedding_photos[sel], seed=seed)
-            except Exception as err:  # noqa: BLE001
-                sep[group] = {"error": str(err)}
-    out["separability"] = sep
+        for into, x, who, photos in ((sep, result.embeddings, result.embedding_users, result.embedding_photos),
+                                     (pref_sep, result.vectors, result.vector_users, result.vector_photos)):
+            sel = np.array([u in users for u in who], bool)
+            if sel.sum() >= 6 and len(set(who[sel].tolist())) >= 2:
+                try:  # content = the scene of the test photo: crops of one photograph are not new content
+                    into[group] = separability_report(x[sel], who[sel], scene_of[photos[sel].astype(int)], seed=seed)
+                except Exception as err:  # noqa: BLE001
+                    into[group] = {"error": str(err)}
+    out["separability"] = sep  # per-image embeddings of the test targets
+    out["preference_separability"] = pref_sep  # what the enhancer receives: one vector per (photo, user, draw)
     if getattr(ds, "user_params", None) is not None and len(result.vectors):
         y = np.asarray(ds.user_params)[result.vector_users.astype(int)]
         try:
-            out["probe_r2"] = ridge_probe(result.vectors, y, ds.param_names, groups=result.vector_users)
+            out["probe_r2"] = ridge_probe(result.vectors, y, ds.param_names, groups=result.vector_users, seed=seed)
         except Exception as err:  # noqa: BLE001
             out["probe_r2"] = {"error": str(err)}
     if len(result.embeddings) >= 5:

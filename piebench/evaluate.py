@@ -31,10 +31,11 @@ class EvalResult:
     embeddings: np.ndarray  # [M, D] encoder.embed of test targets (draw 0)
     embedding_users: np.ndarray
     embedding_photos: np.ndarray
-    vectors: np.ndarray  # [M, D] preference vectors (draw 0)
+    vectors: np.ndarray  # [M, D] preference vectors: one per (photo, user, reference draw)
     vector_users: np.ndarray
     vector_photos: np.ndarray
     unavailable: dict[str, str] = field(default_factory=dict)
+    vector_draws: np.ndarray | None = None  # [M] the reference draw of each vector (None: all draw 0)
 
 
 def _mse_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -67,7 +68,7 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
     U = len(users)
     rows: list[dict[str, Any]] = []
     mot, mtt, gphotos = [], [], []
-    emb, emb_u, emb_p, vec, vec_u, vec_p = [], [], [], [], [], []
+    emb, emb_u, emb_p, vec, vec_u, vec_p, vec_d = [], [], [], [], [], [], []
     n_groups = len(manifest["entries"]) * int(manifest["draws"])
     bar = tqdm(total=n_groups, desc="evaluate", unit="photo", disable=not progress, leave=False)
     for photo, draw, batch in eval_batches(dataset, manifest, pairs=pairs, device=device, full=full):
@@ -104,13 +105,14 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
         mot.append(full_out)
         mtt.append(full_tgt)
         gphotos.append(photo)
-        if draw == 0:
+        if draw == 0:  # the targets do not change with the draw
             emb.append(encoder.embed(batch.extras.get("store_target", target)).float().cpu().numpy())
             emb_u.append(uid)
             emb_p.append(np.full(n, photo))
-            vec.append(pref.vector.float().cpu().numpy())
-            vec_u.append(uid)
-            vec_p.append(np.full(n, photo))
+        vec.append(pref.vector.float().cpu().numpy())  # what the enhancer received, every draw
+        vec_u.append(uid)
+        vec_p.append(np.full(n, photo))
+        vec_d.append(np.full(n, draw))
         bar.update(1)
     bar.close()
 
@@ -121,7 +123,7 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
         per_image=pd.DataFrame(rows), mse_out_tgt=np.stack(mot), mse_tgt_tgt=np.stack(mtt),
         group_photos=np.asarray(gphotos), embeddings=cat(emb), embedding_users=cat(emb_u),
         embedding_photos=cat(emb_p), vectors=cat(vec), vector_users=cat(vec_u), vector_photos=cat(vec_p),
-        unavailable=dict(unavailable or {}),
+        unavailable=dict(unavailable or {}), vector_draws=cat(vec_d),
     )
 
 

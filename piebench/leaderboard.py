@@ -25,11 +25,11 @@ from .runs import iter_records
 COLUMNS = [
     ("psnr", "PSNR ↑"), ("psnr_q8", "PSNR q8 ↑"), ("ssim", "SSIM ↑"), ("ssim_down", "SSIM down ↑"),
     ("delta_e", "dE ↓"), ("lpips", "LPIPS ↓"), ("sensitivity", "sensitivity ↑"),
-    ("steering", "steering ↑"), ("gain_vs_blind", "gain ↑"), ("silhouette", "silhouette ↑"),
+    ("steering", "steering ↑"), ("gain_vs_blind", "gain ↑"), ("user_recall", "user R@1 ↑"),
 ]
 HIGHER_IS_BETTER = {"psnr": True, "psnr_q8": True, "ssim": True, "ssim_down": True, "delta_e": False,
                     "lpips": False, "sensitivity": True, "steering": True, "gain_vs_blind": True,
-                    "silhouette": True, "identity_psnr": True}
+                    "user_recall": True, "identity_psnr": True}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

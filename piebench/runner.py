@@ -231,7 +231,9 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
             np.savez(run_dir / "control.npz", mse_out_tgt=result.mse_out_tgt, mse_tgt_tgt=result.mse_tgt_tgt,
                      group_photos=result.group_photos, embeddings=result.embeddings,
                      embedding_users=result.embedding_users, embedding_photos=result.embedding_photos,
-                     vectors=result.vectors, vector_users=result.vector_users, vector_photos=result.vector_photos)
+                     vectors=result.vectors, vector_users=result.vector_users, vector_photos=result.vector_photos,
+                     vector_draws=result.vector_draws if result.vector_draws is not None
+                     else np.zeros(len(result.vectors), np.int64))
             summary = summarize(result, list(metrics), seed=cfg["seed"])
             _diagnostics(result, comps, run_dir, cfg, manifest, device, summary)
             record["metrics"] = summary
@@ -269,9 +271,11 @@ def _diagnostics(result: Any, comps: Components, run_dir: Path, cfg: dict, manif
     diag = run_diagnostics(result, comps, run_dir, cfg, manifest=manifest, device=device)
     for group, values in diag.pop("control").items():
         summary.setdefault(group, {}).update(values)
-    for group, values in diag.get("separability", {}).items():
-        if "silhouette_cosine" in values:
-            summary.setdefault(group, {})["silhouette"] = {"mean": values["silhouette_cosine"]}
+    for group, values in diag.get("preference_separability", {}).items():
+        if "recall_at_1" in values:  # the headline "are users told apart?" figure (leaderboard column)
+            summary.setdefault(group, {})["user_recall"] = {
+                "mean": values["recall_at_1"], "ci": values["recall_at_1_ci"], "chance": values["recall_at_1_chance"],
+                "on": "preference vectors; nearest neighbour from another test scene; CI over users"}
     summary.update(diag)
     summary["alarms"] = alarms(summary, diag.get("probes", {}))
 
