@@ -266,16 +266,13 @@ def _interrupted(message: str) -> RunFailed:
 def _diagnostics(result: Any, comps: Components, run_dir: Path, cfg: dict, manifest: dict, device: str,
                  summary: dict) -> None:
     """Add steering, separability, probes and alarms to ``summary`` (figures go to run_dir)."""
-    from .diagnostics import alarms, run_diagnostics
+    from .diagnostics import alarms, run_diagnostics, user_recall_entries
 
     diag = run_diagnostics(result, comps, run_dir, cfg, manifest=manifest, device=device)
     for group, values in diag.pop("control").items():
         summary.setdefault(group, {}).update(values)
-    for group, values in diag.get("preference_separability", {}).items():
-        if "recall_at_1" in values:  # the headline "are users told apart?" figure (leaderboard column)
-            summary.setdefault(group, {})["user_recall"] = {
-                "mean": values["recall_at_1"], "ci": values["recall_at_1_ci"], "chance": values["recall_at_1_chance"],
-                "on": "preference vectors; nearest neighbour from another test scene; CI over users"}
+    for group, value in user_recall_entries(diag.get("preference_separability", {})).items():
+        summary.setdefault(group, {})["user_recall"] = value  # the leaderboard's "are users told apart?"
     summary.update(diag)
     summary["alarms"] = alarms(summary, diag.get("probes", {}))
 

@@ -75,6 +75,24 @@ def test_a_working_run_records_every_diagnostic_and_stays_silent(tmp_path):
     assert m["seen"]["n_scenes"] == m["seen"]["sensitivity"]["n_scenes"] == m["seen"]["steering"]["n_scenes"] == 8
     npz = np.load(run_dir / "control.npz")
     assert len(npz["vector_draws"]) == len(npz["vectors"]) == 8 * 7
+    # a record written before these entries existed gets them back from control.npz, nothing else changes
+    import json
+    import shutil
+
+    from piebench.diagnostics import refresh_separability
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    stripped = json.loads((old / "record.json").read_text())
+    for key in ("preference_separability", "probe_r2"):
+        stripped["metrics"].pop(key)
+    for group in ("seen", "unseen"):
+        stripped["metrics"][group].pop("user_recall")
+    (old / "record.json").write_text(json.dumps(stripped))
+    got = refresh_separability(old, write=True)
+    refreshed = json.loads((old / "record.json").read_text())["metrics"]
+    assert got["preference_separability"] == m["preference_separability"] and got["probe_r2"] == m["probe_r2"]
+    assert {k: v for k, v in refreshed.items() if k != "separability_refreshed"} == m
     for name in ("control_heatmap", "tsne", "refs_curve"):
         path = run_dir / m["figures"][name]
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
