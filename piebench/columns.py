@@ -41,11 +41,12 @@ DIAGNOSTICS = (
     Column("steering", "steering", True, 2, metric=False),
     Column("gain_vs_blind", "gain", True, 2, metric=False),
     Column("gain_over_identity", "gain over identity", True, 2, metric=False),
+    Column("user_recall", "user R@1", True, 2, metric=False),
     Column("silhouette", "silhouette", True, 4, metric=False),
 )
 #: Which diagnostics each display shows (besides every metric).
 RUN_TABLE_DIAGNOSTICS = ("identity_psnr",)
-LEADERBOARD_DIAGNOSTICS = ("sensitivity", "steering", "gain_vs_blind", "silhouette")
+LEADERBOARD_DIAGNOSTICS = ("sensitivity", "steering", "gain_vs_blind", "user_recall")
 REPORT_DIAGNOSTICS = ("identity_psnr", "sensitivity", "steering", "gain_over_identity")
 #: per_image.csv columns an archive keeps besides the metrics.
 ARCHIVE_ID_COLUMNS = ("photo", "scene", "draw", "user", "user_name", "seen")

@@ -2,9 +2,10 @@
 
 Answers two questions from one evaluation pass plus a few probe passes:
 
-* does the preference carry the user's taste? -- separability of the encoder's embeddings by
-  user (same-photo neighbours excluded), a ridge probe to the users' true parameters
-  (pie-synth), a t-SNE plot;
+* does the preference carry the user's taste? -- separability by user of the preference vectors
+  the enhancer receives and of the encoder's per-image embeddings (same-scene neighbours
+  excluded; each figure with its chance level), a ridge probe to the users' true parameters
+  (pie-synth; nested CV, chance from shuffled users), a t-SNE plot;
 * how many references does it need? -- PSNR as N goes 1, 3, 5, 10 (``eval.refs_curve``, in
   protocols with enough images);
 * does the enhancer follow it? -- the steering score (1 = follows fully, 0 = ignores), the
@@ -32,10 +33,14 @@ def _group_users(dataset: Any, group: str) -> np.ndarray:
     return np.array(dataset.user_ids(seen=(group == "seen")), dtype=int)
 
 
-def steering_for(result: Any, users: np.ndarray, seed: int) -> dict[str, Any] | None:
-    """Steering score + control accuracy for one user group, or None if undefined."""
+def steering_for(result: Any, users: np.ndarray, seed: int, scenes: Any = None) -> dict[str, Any] | None:
+    """Steering score + control accuracy for one user group, or None if undefined.
+
+    ``scenes``: the scene of each (photo, draw) group of ``result``; the CI resamples scenes
+    (every draw and crop of a photograph together). Without, it resamples photos."""
     from .errors import UsageError
     from .metrics.control import control_accuracy, steering_score
+    from .metrics.fidelity import psnr_from_mse
 
     if len(users) < 2:
         return None
@@ -44,12 +49,14 @@ def steering_for(result: Any, users: np.ndarray, seed: int) -> dict[str, Any] | 
     keep = ~np.isnan(d_out).any(axis=(1, 2))
     if keep.sum() < 1:
         return None
+    clusters = np.asarray(scenes if scenes is not None else result.group_photos)[keep]
+    unit = "scenes" if scenes is not None else "photos"
     try:
-        st = steering_score(d_out[keep], d_tgt[keep], seed=seed)
+        st = steering_score(d_out[keep], d_tgt[keep], clusters=clusters, cluster_name=unit, seed=seed)
     except UsageError:
         return None
-    psnr = -10 * np.log10(np.maximum(d_out[keep], 1e-12))
-    return {"steering": {"mean": st.score.mean, "ci": [st.score.lo, st.score.hi]},
+    psnr = psnr_from_mse(d_out[keep])
+    return {"steering": {"mean": st.score.mean, "ci": [st.score.lo, st.score.hi], f"n_{unit}": st.score.n_clusters},
             "control_accuracy": control_accuracy(psnr), "control_chance": 1.0 / len(users)}
 
 
@@ -120,6 +127,80 @@ def alarms(summary: dict[str, Any], probes: dict[str, float]) -> list[str]:
     return lines
 
 
+def separability_entries(result: Any, ds: Any, seed: int) -> dict[str, Any]:
+    """``separability`` (per-image embeddings of the test targets), ``preference_separability``
+    (the preference vectors the enhancer received) per user group, and ``probe_r2`` (pie-synth)."""
+    from .metrics.separability import ridge_probe, separability_report
+
+    sep: dict[str, Any] = {}
+    pref_sep: dict[str, Any] = {}
+    scene_of = np.array([p.scene for p in ds.photos])
+    for group in ("seen", "unseen"):
+        users = set(_group_users(ds, group).tolist())
+        for into, x, who, photos in ((sep, result.embeddings, result.embedding_users, result.embedding_photos),
+                                     (pref_sep, result.vectors, result.vector_users, result.vector_photos)):
+            sel = np.array([u in users for u in who], bool)
+            if sel.sum() >= 6 and len(set(who[sel].tolist())) >= 2:
+                try:  # content = the scene of the test photo: crops of one photograph are not new content
+                    into[group] = separability_report(x[sel], who[sel], scene_of[photos[sel].astype(int)], seed=seed)
+                except Exception as err:  # noqa: BLE001
+                    into[group] = {"error": str(err)}
+    out: dict[str, Any] = {"separability": sep, "preference_separability": pref_sep}
+    if getattr(ds, "user_params", None) is not None and len(result.vectors):
+        y = np.asarray(ds.user_params)[result.vector_users.astype(int)]
+        try:
+            out["probe_r2"] = ridge_probe(result.vectors, y, ds.param_names, groups=result.vector_users, seed=seed)
+        except Exception as err:  # noqa: BLE001
+            out["probe_r2"] = {"error": str(err)}
+    return out
+
+
+def user_recall_entries(preference_separability: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The headline "are users told apart?" figure per user group (the leaderboard's user R@1)."""
+    return {group: {"mean": v["recall_at_1"], "ci": v["recall_at_1_ci"], "chance": v["recall_at_1_chance"],
+                    "on": "preference vectors; nearest neighbour from another test scene; CI over users"}
+            for group, v in preference_separability.items() if "recall_at_1" in v}
+
+
+def refresh_separability(run_dir: str | Path, write: bool = False) -> dict[str, Any]:
+    """Recompute a finished run's separability entries from its ``control.npz`` and config (for
+    records written before preference separability, user R@1 and the nested probe existed).
+
+    Returns ``{"separability", "preference_separability", "probe_r2", "user_recall": {group: ...}}``;
+    with ``write`` also puts them into ``record.json`` (atomically), with ``separability_refreshed``
+    naming the code that computed them. Nothing else in the record changes.
+    """
+    import json
+    from types import SimpleNamespace
+
+    from threadpoolctl import threadpool_limits
+
+    from .build import build_dataset
+    from .errors import UsageError
+    from .plugins import get_registry
+    from .runs import atomic_write_json, git_commit, load_record
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "control.npz").is_file() or not (run_dir / "config.json").is_file():
+        raise UsageError(f"{run_dir} has no control.npz and config.json to recompute separability from")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    with np.load(run_dir / "control.npz") as z:
+        result = SimpleNamespace(**{k: z[k] for k in z.files})
+    with threadpool_limits(limits=1):
+        entries = separability_entries(result, build_dataset(cfg, get_registry()), int(cfg.get("seed", 0)))
+    entries["user_recall"] = user_recall_entries(entries["preference_separability"])
+    if write:
+        record = load_record(run_dir / "record.json")
+        metrics = record.setdefault("metrics", {})
+        for key in ("separability", "preference_separability", "probe_r2"):
+            metrics[key] = entries[key]
+        for group, value in entries["user_recall"].items():
+            metrics.setdefault(group, {})["user_recall"] = value
+        metrics["separability_refreshed"] = {"git_commit": git_commit()}
+        atomic_write_json(run_dir / "record.json", record)
+    return entries
+
+
 def reference_count_curve(comps: Any, cfg: dict, run_dir: Path, *, pairs: bool, device: str) -> dict[str, Any]:
     """PSNR as the number of references N grows (``eval.refs_curve``, e.g. [1, 3, 5, 10]).
 
@@ -167,44 +248,41 @@ def reference_count_curve(comps: Any, cfg: dict, run_dir: Path, *, pairs: bool, 
 
 def run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest: dict | None = None,
                     device: str = "cpu") -> dict[str, Any]:
-    """Every diagnostic of one evaluation, as record entries (figures written into run_dir)."""
+    """Every diagnostic of one evaluation, as record entries (figures written into run_dir).
+
+    Numpy's BLAS runs on one thread here: the matrices are small, and idle BLAS threads spin on
+    shared cores (the probes took 15x more CPU time with them)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _run_diagnostics(result, comps, run_dir, cfg, manifest, device)
+
+
+def _run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest: dict | None,
+                     device: str) -> dict[str, Any]:
     from .metrics.control import control_heatmap
-    from .metrics.separability import ridge_probe, separability_report, tsne_plot
+    from .metrics.fidelity import psnr_from_mse
+    from .metrics.separability import tsne_plot
 
     ds = comps.dataset
     seed = cfg["seed"]
     out: dict[str, Any] = {"figures": {}}
     groups = {}
+    scenes = np.array([ds.photos[int(p)].scene for p in result.group_photos])
     for group in ("seen", "unseen", "all"):
         users = _group_users(ds, group)
-        st = steering_for(result, users, seed)
+        st = steering_for(result, users, seed, scenes=scenes)
         if st:
             groups[group] = st
     out["control"] = groups
     names = [u.name for u in ds.users]
-    mean_psnr = -10 * np.log10(np.maximum(np.nanmean(result.mse_out_tgt, axis=0), 1e-12))
+    mean_psnr = psnr_from_mse(np.nanmean(result.mse_out_tgt, axis=0))
     try:
         out["figures"]["control_heatmap"] = str(control_heatmap(mean_psnr, names, run_dir / "control_heatmap.png")
                                                 .relative_to(run_dir))
     except Exception as err:  # noqa: BLE001 - a figure must not fail the run
         print(f"piebench: warning: control heat map not drawn: {err}", file=sys.stderr)
-    sep = {}
-    for group in ("seen", "unseen"):
-        users = set(_group_users(ds, group).tolist())
-        sel = np.array([u in users for u in result.embedding_users], bool)
-        if sel.sum() >= 6 and len(set(result.embedding_users[sel].tolist())) >= 2:
-            try:
-                sep[group] = separability_report(result.embeddings[sel], result.embedding_users[sel],
-                                                 result.embedding_photos[sel], seed=seed)
-            except Exception as err:  # noqa: BLE001
-                sep[group] = {"error": str(err)}
-    out["separability"] = sep
-    if getattr(ds, "user_params", None) is not None and len(result.vectors):
-        y = np.asarray(ds.user_params)[result.vector_users.astype(int)]
-        try:
-            out["probe_r2"] = ridge_probe(result.vectors, y, ds.param_names, groups=result.vector_users)
-        except Exception as err:  # noqa: BLE001
-            out["probe_r2"] = {"error": str(err)}
+    out.update(separability_entries(result, ds, seed))
     if len(result.embeddings) >= 5:
         try:
             path = tsne_plot(result.embeddings, result.embedding_users, run_dir / "tsne.png",

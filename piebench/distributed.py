@@ -313,10 +313,12 @@ def merge_eval(parts: list[Any], manifest: dict[str, Any]) -> Any:
     mot, mtt, gp = by_photo(gp, cat("mse_out_tgt"), cat("mse_tgt_tgt"), gp)
     emb, emb_u, emb_p = by_photo(cat("embedding_photos"), cat("embeddings"), cat("embedding_users"),
                                  cat("embedding_photos"))
-    vec, vec_u, vec_p = by_photo(cat("vector_photos"), cat("vectors"), cat("vector_users"), cat("vector_photos"))
+    draws = [p.vector_draws if p.vector_draws is not None else np.zeros(len(p.vectors), np.int64) for p in parts]
+    vec, vec_u, vec_p, vec_d = by_photo(cat("vector_photos"), cat("vectors"), cat("vector_users"), cat("vector_photos"),
+                                        np.concatenate(draws) if draws else np.zeros(0, np.int64))
     unavailable: dict[str, str] = {}
     for p in parts:
         unavailable.update(p.unavailable)
     return EvalResult(per_image=df, mse_out_tgt=mot, mse_tgt_tgt=mtt, group_photos=gp, embeddings=emb,
                       embedding_users=emb_u, embedding_photos=emb_p, vectors=vec, vector_users=vec_u,
-                      vector_photos=vec_p, unavailable=unavailable)
+                      vector_photos=vec_p, unavailable=unavailable, vector_draws=vec_d)

@@ -31,10 +31,11 @@ class EvalResult:
     embeddings: np.ndarray  # [M, D] encoder.embed of test targets (draw 0)
     embedding_users: np.ndarray
     embedding_photos: np.ndarray
-    vectors: np.ndarray  # [M, D] preference vectors (draw 0)
+    vectors: np.ndarray  # [M, D] preference vectors: one per (photo, user, reference draw)
     vector_users: np.ndarray
     vector_photos: np.ndarray
     unavailable: dict[str, str] = field(default_factory=dict)
+    vector_draws: np.ndarray | None = None  # [M] the reference draw of each vector (None: all draw 0)
 
 
 def _mse_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,7 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
     from tqdm import tqdm
 
     from .data.manifest import eval_batches
+    from .metrics.fidelity import psnr_from_mse
     from .personalize import enhance_full
 
     encoder.eval()
@@ -66,7 +68,7 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
     U = len(users)
     rows: list[dict[str, Any]] = []
     mot, mtt, gphotos = [], [], []
-    emb, emb_u, emb_p, vec, vec_u, vec_p = [], [], [], [], [], []
+    emb, emb_u, emb_p, vec, vec_u, vec_p, vec_d = [], [], [], [], [], [], []
     n_groups = len(manifest["entries"]) * int(manifest["draws"])
     bar = tqdm(total=n_groups, desc="evaluate", unit="photo", disable=not progress, leave=False)
     for photo, draw, batch in eval_batches(dataset, manifest, pairs=pairs, device=device, full=full):
@@ -82,7 +84,7 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
         identity = metrics["psnr"](batch.input.float(), target).double().cpu().numpy() if "psnr" in metrics else None
         d_out = _mse_matrix(out, target).double().cpu().numpy()  # [u_out, v_tgt]
         d_tgt = _mse_matrix(target, target).double().cpu().numpy()
-        psnr_m = -10 * np.log10(np.maximum(d_out, 1e-12))
+        psnr_m = psnr_from_mse(d_out)
         uid = batch.user.cpu().numpy()
         n = len(uid)
         for i, u in enumerate(uid):
@@ -103,13 +105,14 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
         mot.append(full_out)
         mtt.append(full_tgt)
         gphotos.append(photo)
-        if draw == 0:
+        if draw == 0:  # the targets do not change with the draw
             emb.append(encoder.embed(batch.extras.get("store_target", target)).float().cpu().numpy())
             emb_u.append(uid)
             emb_p.append(np.full(n, photo))
-            vec.append(pref.vector.float().cpu().numpy())
-            vec_u.append(uid)
-            vec_p.append(np.full(n, photo))
+        vec.append(pref.vector.float().cpu().numpy())  # what the enhancer received, every draw
+        vec_u.append(uid)
+        vec_p.append(np.full(n, photo))
+        vec_d.append(np.full(n, draw))
         bar.update(1)
     bar.close()
 
@@ -120,15 +123,25 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
         per_image=pd.DataFrame(rows), mse_out_tgt=np.stack(mot), mse_tgt_tgt=np.stack(mtt),
         group_photos=np.asarray(gphotos), embeddings=cat(emb), embedding_users=cat(emb_u),
         embedding_photos=cat(emb_p), vectors=cat(vec), vector_users=cat(vec_u), vector_photos=cat(vec_p),
-        unavailable=dict(unavailable or {}),
+        unavailable=dict(unavailable or {}), vector_draws=cat(vec_d),
     )
 
 
 def summarize(result: EvalResult, metric_names: list[str], seed: int = 0) -> dict[str, Any]:
-    """Means per group (all / seen / unseen users) with bootstrap CIs clustered by photo."""
+    """Means per group (all / seen / unseen users) with bootstrap CIs clustered by scene.
+
+    A scene (the source photograph) is the unit of content: crops and reference draws of one
+    photograph are not independent, so every CI resamples whole scenes and says over how many
+    (``n_scenes``; photos stand in for scenes in rows without a ``scene`` column). PSNR columns
+    follow the 100 dB convention (:func:`~piebench.metrics.fidelity.cap_psnr`).
+    """
+    from .metrics.fidelity import cap_psnr
     from .stats import bootstrap_ci
 
-    df = result.per_image
+    df = result.per_image.copy()
+    for col in [c for c in df.columns if "psnr" in c and pd.api.types.is_numeric_dtype(df[c])]:
+        df[col] = cap_psnr(df[col])
+    unit = "scene" if "scene" in df else "photo"
     summary: dict[str, Any] = {}
     for group, sel in (("all", np.ones(len(df), bool)), ("seen", df["seen"].to_numpy()),
                        ("unseen", ~df["seen"].to_numpy())):
@@ -136,18 +149,20 @@ def summarize(result: EvalResult, metric_names: list[str], seed: int = 0) -> dic
         if part.empty:
             continue
         g: dict[str, Any] = {"n_images": int(len(part)), "n_photos": int(part["photo"].nunique()),
-                             "n_users": int(part["user"].nunique())}
+                             "n_scenes": int(part[unit].nunique()), "n_users": int(part["user"].nunique())}
+
+        def ci_of(vals: np.ndarray, part: pd.DataFrame = part) -> dict[str, Any]:
+            keep = np.isfinite(vals)
+            clusters = part[unit].to_numpy()[keep]
+            ci = bootstrap_ci(vals[keep], clusters=clusters, seed=seed)
+            return {"mean": float(ci.mean), "ci": [float(ci.lo), float(ci.hi)], "n_scenes": int(len(set(clusters)))}
+
         for name in [*metric_names, "identity_psnr", "sensitivity"]:
             if name not in part or part[name].isna().all():
                 continue
-            vals = part[name].to_numpy(dtype=float)
-            keep = np.isfinite(vals)
-            ci = bootstrap_ci(vals[keep], clusters=part["photo"].to_numpy()[keep], seed=seed)
-            g[name] = {"mean": float(ci.mean), "ci": [float(ci.lo), float(ci.hi)]}
+            g[name] = ci_of(part[name].to_numpy(dtype=float))
         if "psnr" in g and "identity_psnr" in g:
-            diff = (part["psnr"] - part["identity_psnr"]).to_numpy(dtype=float)
-            ci = bootstrap_ci(diff, clusters=part["photo"].to_numpy(), seed=seed)
-            g["gain_over_identity"] = {"mean": float(ci.mean), "ci": [float(ci.lo), float(ci.hi)]}
+            g["gain_over_identity"] = ci_of((part["psnr"] - part["identity_psnr"]).to_numpy(dtype=float))
         summary[group] = g
     per_user = df.groupby("user_name", sort=False)
     summary["per_user"] = {

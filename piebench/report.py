@@ -168,8 +168,18 @@ def run_table(record: dict) -> tuple[list[str], list[list[str]]]:
     return ["users", *(h for _, h, _ in present)], rows
 
 
+def grid_entries(entries: list[dict], dataset: Any, photos: int) -> list[dict]:
+    """Up to ``photos`` manifest entries, the first of each scene in manifest order (then repeats of
+    scenes only when there are fewer scenes than ``photos``), so a grid never shows one photograph twice."""
+    scenes = [dataset.photos[int(e["photo"])].scene for e in entries]
+    first = [i for i, s in enumerate(scenes) if s not in scenes[:i]]
+    rest = [i for i in range(len(entries)) if i not in set(first)]
+    return [entries[i] for i in (first + rest)[:photos]]
+
+
 def image_grid(run_dir: Path, photos: int = 3, max_users: int = 6, device: str = "cpu") -> dict[str, Any]:
-    """Input | targets | outputs for the first ``photos`` manifest photos and up to ``max_users`` users.
+    """Input | targets | outputs for ``photos`` manifest photos of distinct scenes (:func:`grid_entries`)
+    and up to ``max_users`` users.
 
     Returns {"users": [...], "rows": [{"photo", "input", "targets", "outputs"}], "note"} with
     images as data URIs; models are rebuilt from config.json and the latest checkpoint.
@@ -199,7 +209,7 @@ def image_grid(run_dir: Path, photos: int = 3, max_users: int = 6, device: str =
     encoder.to(device).eval()
     enhancer.to(device).eval()
     manifest = load_manifest(run_dir / "manifest.json")
-    sub = {**manifest, "entries": manifest["entries"][:photos], "draws": 1}
+    sub = {**manifest, "entries": grid_entries(manifest["entries"], dataset, photos), "draws": 1}
     pairs = "inputs" in encoder.requires
     seen = [u.id for u in dataset.users if u.seen]
     unseen = [u.id for u in dataset.users if not u.seen]

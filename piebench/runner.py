@@ -253,7 +253,9 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
             np.savez(run_dir / "control.npz", mse_out_tgt=result.mse_out_tgt, mse_tgt_tgt=result.mse_tgt_tgt,
                      group_photos=result.group_photos, embeddings=result.embeddings,
                      embedding_users=result.embedding_users, embedding_photos=result.embedding_photos,
-                     vectors=result.vectors, vector_users=result.vector_users, vector_photos=result.vector_photos)
+                     vectors=result.vectors, vector_users=result.vector_users, vector_photos=result.vector_photos,
+                     vector_draws=result.vector_draws if result.vector_draws is not None
+                     else np.zeros(len(result.vectors), np.int64))
             summary = summarize(result, list(metrics), seed=cfg["seed"])
             _diagnostics(result, comps, run_dir, cfg, manifest, device, summary)
             record["metrics"] = summary
@@ -286,14 +288,13 @@ def _interrupted(message: str) -> RunFailed:
 def _diagnostics(result: Any, comps: Components, run_dir: Path, cfg: dict, manifest: dict, device: str,
                  summary: dict) -> None:
     """Add steering, separability, probes and alarms to ``summary`` (figures go to run_dir)."""
-    from .diagnostics import alarms, run_diagnostics
+    from .diagnostics import alarms, run_diagnostics, user_recall_entries
 
     diag = run_diagnostics(result, comps, run_dir, cfg, manifest=manifest, device=device)
     for group, values in diag.pop("control").items():
         summary.setdefault(group, {}).update(values)
-    for group, values in diag.get("separability", {}).items():
-        if "silhouette_cosine" in values:
-            summary.setdefault(group, {})["silhouette"] = {"mean": values["silhouette_cosine"]}
+    for group, value in user_recall_entries(diag.get("preference_separability", {})).items():
+        summary.setdefault(group, {})["user_recall"] = value  # the leaderboard's "are users told apart?"
     summary.update(diag)
     summary["alarms"] = alarms(summary, diag.get("probes", {}))
 

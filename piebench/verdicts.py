@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UsageError
+from .metrics.fidelity import cap_psnr
 from .stats import Comparison, aa_false_positives, compare_cells, table_mde
 
 #: Columns that identify one evaluated item in per_image.csv.
@@ -26,14 +27,17 @@ ITEM_KEYS = ("photo", "user", "draw")
 
 
 def load_per_image(run_dir: str | Path) -> pd.DataFrame | None:
-    """A run's per-image rows, or None when it has none."""
+    """A run's per-image rows (PSNR columns under the 100 dB convention), or None when it has none."""
     path = Path(run_dir) / "per_image.csv"
     if not path.exists():
         return None
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError):
         return None
+    for col in [c for c in df.columns if "psnr" in c and pd.api.types.is_numeric_dtype(df[c])]:
+        df[col] = cap_psnr(df[col])  # records written before the cap may hold inf
+    return df
 
 
 def group_rows(df: pd.DataFrame, group: str) -> pd.DataFrame:

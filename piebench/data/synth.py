@@ -1,5 +1,6 @@
-"""pie-synth's ingredients: real photographs shipped with installed packages, seeded square
-crops of them, and synthetic users (retouchers) with known :class:`RetouchParams`.
+"""pie-synth's ingredients: real photographs (8 ship with installed packages; the dataset plugin
+adds its own), seeded square crops of them, and synthetic users (retouchers) with known
+:class:`RetouchParams`.
 
 Users are drawn around a few style *archetypes* (a Dirichlet mixture of them plus per-user
 noise), so several users share a taste the way the FiveK experts overlap; most users also
@@ -56,7 +57,8 @@ def _sklearn(index: int) -> Callable[[], np.ndarray]:
     return load
 
 
-#: The eight scenes, in a fixed order (photo ids follow it).
+#: The eight package scenes, in a fixed order (photo ids follow it). Datasets may append more
+#: scenes (pie-synth v2 adds 24 Kodak photographs); the functions below take the catalogue.
 SCENES: tuple[Scene, ...] = (
     Scene("astronaut", _skimage("astronaut"), "scikit-image skimage.data.astronaut (NASA, Eileen Collins)",
           "public domain"),
@@ -77,29 +79,32 @@ SCENE_NAMES = tuple(s.name for s in SCENES)
 _ALIASES = {"stereo_motorcycle": "motorcycle", "cat": "chelsea", "grace-hopper": "grace_hopper"}
 
 
-def scene_names(names: Sequence[str] | None = None) -> list[str]:
-    """Canonical scene names (all by default); an unknown name is a UsageError."""
+def scene_names(names: Sequence[str] | None = None, catalogue: Sequence[Scene] = SCENES) -> list[str]:
+    """Canonical scene names of ``catalogue`` (all by default); an unknown name is a UsageError."""
+    known = [s.name for s in catalogue]
     if names is None:
-        return list(SCENE_NAMES)
+        return known
     if isinstance(names, str):
         names = [names]
     out = [_ALIASES.get(n, n) for n in names]
-    unknown = [n for n in out if n not in SCENE_NAMES]
+    unknown = [n for n in out if n not in known]
     if unknown:
-        raise UsageError(f"unknown pie-synth scene(s) {', '.join(unknown)}; choose from {', '.join(SCENE_NAMES)}")
+        raise UsageError(f"unknown pie-synth scene(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     return out
 
 
-def scene(name: str) -> Scene:
-    """The :class:`Scene` called ``name``."""
-    return SCENES[SCENE_NAMES.index(scene_names([name])[0])]
+def scene(name: str, catalogue: Sequence[Scene] = SCENES) -> Scene:
+    """The :class:`Scene` called ``name`` in ``catalogue``."""
+    name = scene_names([name], catalogue)[0]
+    return next(s for s in catalogue if s.name == name)
 
 
-def split_scenes(scenes: Sequence[str], test_scenes: Sequence[str], folds: int = 0, fold: int = 0) -> list[str]:
+def split_scenes(scenes: Sequence[str], test_scenes: Sequence[str], folds: int = 0, fold: int = 0,
+                 catalogue: Sequence[Scene] = SCENES) -> list[str]:
     """The test scenes: ``test_scenes`` when ``folds == 0``, else fold ``fold`` of a k-fold
     partition of ``scenes`` (scene i goes to fold i % folds, in the fixed scene order)."""
     if folds == 0:
-        test = scene_names(test_scenes)
+        test = scene_names(test_scenes, catalogue)
         missing = [t for t in test if t not in scenes]
         if missing:
             raise UsageError(f"test scene(s) {', '.join(missing)} are not among the dataset's scenes")

@@ -10,10 +10,14 @@ from .fidelity import (
     ALEXNET_FILE,
     LPIPS,
     METRICS,
+    MSE_FLOOR,
+    PSNR_CAP_DB,
+    cap_psnr,
     delta_e,
     lpips,
     lpips_unavailable_reason,
     psnr,
+    psnr_from_mse,
     psnr_q8,
     quantize_8bit,
     rgb_to_lab,
@@ -22,6 +26,7 @@ from .fidelity import (
 )
 
 __all__ = [
-    "ALEXNET_FILE", "LPIPS", "METRICS", "delta_e", "lpips", "lpips_unavailable_reason", "psnr",
-    "psnr_q8", "quantize_8bit", "rgb_to_lab", "ssim", "ssim_down",
+    "ALEXNET_FILE", "LPIPS", "METRICS", "MSE_FLOOR", "PSNR_CAP_DB", "cap_psnr", "delta_e", "lpips",
+    "lpips_unavailable_reason", "psnr", "psnr_from_mse", "psnr_q8", "quantize_8bit", "rgb_to_lab", "ssim",
+    "ssim_down",
 ]

@@ -8,7 +8,7 @@ rows are preferences given, columns are targets.
 - :func:`mse_matrix`, :func:`psnr_matrix`: the [P, U, U] matrices (``target_matrix`` gives
   d(t_u, t_v), the users' own disagreement).
 - :func:`steering_score`: how much of the gap between users the outputs reproduce (1 = all,
-  0 = none), with a bootstrap CI over photos.
+  0 = none), with a bootstrap CI over clusters (in a run's record: scenes).
 - :func:`control_accuracy`: how often a target's closest output is the one made for it.
 - :func:`sensitivity`: PSNR gain of the right preference over the others, per (photo, user).
 - :func:`control_heatmap`: the mean PSNR matrix as a PNG.
@@ -51,9 +51,10 @@ def mse_matrix(out: Any, tgt: Any) -> np.ndarray:
 
 
 def psnr_matrix(out: Any, tgt: Any) -> np.ndarray:
-    """``[P, U, U]`` PSNR in dB (data range 1) of out[p, u] vs tgt[p, v]; inf where equal."""
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(1.0 / mse_matrix(out, tgt))
+    """``[P, U, U]`` PSNR in dB (data range 1) of out[p, u] vs tgt[p, v], capped at 100 dB where equal."""
+    from .fidelity import psnr_from_mse
+
+    return psnr_from_mse(mse_matrix(out, tgt))
 
 
 def target_matrix(tgt: Any) -> np.ndarray:
@@ -74,7 +75,7 @@ def _square(m: Any, name: str) -> np.ndarray:
 class Steering:
     """Steering scores: ``pairs`` [U, U] (nan on the diagonal and where users' targets agree),
     ``per_user`` [U] (mean over v of pairs[u, v]: how well u's preference pulls away from others),
-    ``score``: CI of the mean over pairs, bootstrap over photos."""
+    ``score``: CI of the mean over pairs, bootstrap over clusters of rows (``score.n_clusters``)."""
 
     pairs: np.ndarray
     per_user: np.ndarray
@@ -91,15 +92,19 @@ def _pair_scores(d_out: np.ndarray, d_tgt: np.ndarray) -> np.ndarray:
     return s
 
 
-def steering_score(d_out_tgt: Any, d_tgt_tgt: Any, *, n_boot: int = 2000, alpha: float = 0.05,
-                   seed: int = 0) -> Steering:
+def steering_score(d_out_tgt: Any, d_tgt_tgt: Any, *, clusters: Any = None, cluster_name: str = "photos",
+                   n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> Steering:
     """How far outputs move between users, relative to how far the users' targets are apart.
 
     For u != v: S[u, v] = (E_p d(out_u, t_v) - E_p d(out_v, t_v)) / E_p d(t_u, t_v), with d the
     MSE matrices of :func:`mse_matrix` and :func:`target_matrix`. 1: out_u lands as far from t_v
     as t_u is (follows the preference fully); 0: the preference changes nothing. For
     out_u = x + eps (t_u - x), S[u, v] + S[v, u] = 2 eps exactly, so the score is eps. The
-    score is the mean over ordered pairs with distinct targets; its CI resamples photos.
+    score is the mean over ordered pairs with distinct targets.
+
+    Its CI resamples ``clusters`` (one id per row of the matrices, e.g. the scene of each
+    (photo, draw) group, so that draws and crops of one photograph move together; named
+    ``cluster_name`` in the CI's method); without, every row is its own cluster.
     """
     d_out, d_tgt = _square(d_out_tgt, "d_out_tgt"), _square(d_tgt_tgt, "d_tgt_tgt")
     if d_out.shape != d_tgt.shape:
@@ -108,19 +113,25 @@ def steering_score(d_out_tgt: Any, d_tgt_tgt: Any, *, n_boot: int = 2000, alpha:
     if np.isnan(pairs).all():
         raise UsageError("every pair of users has identical targets: steering is undefined")
     mean = float(np.nanmean(pairs))
-    n_p = d_out.shape[0]
-    if n_p > 1:
+    n_rows = d_out.shape[0]
+    codes = (np.arange(n_rows) if clusters is None
+             else np.unique(np.asarray(clusters), return_inverse=True)[1].reshape(-1))
+    if codes.shape != (n_rows,):
+        raise UsageError(f"clusters must give one id per row ({n_rows}), got {np.shape(clusters)}")
+    members = [np.flatnonzero(codes == c) for c in range(int(codes.max()) + 1)]
+    n_c = len(members)
+    if n_c > 1:
         rng = np.random.default_rng(seed)
         boots = np.empty(n_boot)
         for i in range(n_boot):
-            idx = rng.integers(0, n_p, n_p)
+            idx = np.concatenate([members[c] for c in rng.integers(0, n_c, n_c)])
             s = _pair_scores(d_out[idx], d_tgt[idx])
             boots[i] = np.nanmean(s) if not np.isnan(s).all() else np.nan
         lo, hi = np.nanquantile(boots, [alpha / 2, 1 - alpha / 2])
     else:
         lo = hi = mean
-    score = CI(mean, float(lo), float(hi), int(n_p), int(n_p), None,
-               f"ratio of means over photos, bootstrap over {n_p} photos")
+    score = CI(mean, float(lo), float(hi), int(n_rows), int(n_c), None,
+               f"ratio of means over {n_rows} rows, bootstrap over {n_c} {cluster_name}")
     with np.errstate(invalid="ignore"):
         per_user = np.array([np.nanmean(r) if not np.isnan(r).all() else np.nan for r in pairs])
     return Steering(pairs=pairs, per_user=per_user, score=score)

@@ -3,7 +3,10 @@
 Every function takes ``output`` and ``target`` of shape ``[B, 3, H, W]`` and returns one value
 per image, shape ``[B]``. The variants and their sources: ``docs/metrics.md``.
 
-- ``psnr``: full RGB, per image, in float64 (data range 1).
+- ``psnr``: full RGB, per image, in float64 (data range 1), capped at :data:`PSNR_CAP_DB` (100 dB:
+  the MSE is floored at :data:`MSE_FLOOR`), so an output equal to its target scores 100 dB, not
+  infinity. Every PSNR in piebench (metrics, control matrices, summaries, diagnostics,
+  leaderboards) goes through :func:`psnr_from_mse` or :func:`cap_psnr`.
 - ``psnr_q8``: the output quantised to 8 bits first (StarEnhancer's test script).
 - ``ssim``: Gaussian window 11, sigma 1.5, no downsampling (= skimage with
   ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``).
@@ -22,18 +25,42 @@ import io
 import os
 import warnings
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 
 from .. import colour
 from ..errors import PiebenchError, UsageError
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+#: The PSNR convention: at most 100 dB (data range 1), i.e. the MSE is floored at 1e-10. An
+#: 8-bit image differs from its target by at least (1/255)^2 / (3 H W) in MSE when it differs at
+#: all (> 1e-10 for images below 4 gigapixels), so the cap only ever replaces infinity.
+PSNR_CAP_DB = 100.0
+MSE_FLOOR = 10.0 ** (-PSNR_CAP_DB / 10.0)
 
 __all__ = [
-    "ALEXNET_FILE", "LPIPS", "METRICS", "delta_e", "lpips", "lpips_unavailable_reason", "psnr",
-    "psnr_q8", "quantize_8bit", "rgb_to_lab", "ssim", "ssim_down",
+    "ALEXNET_FILE", "LPIPS", "METRICS", "MSE_FLOOR", "PSNR_CAP_DB", "cap_psnr", "delta_e", "lpips",
+    "lpips_unavailable_reason", "psnr", "psnr_from_mse", "psnr_q8", "quantize_8bit", "rgb_to_lab", "ssim",
+    "ssim_down",
 ]
+
+
+def psnr_from_mse(mse: Any) -> Any:
+    """PSNR in dB (data range 1) of a mean squared error, capped at :data:`PSNR_CAP_DB`.
+
+    Torch tensors stay tensors; anything else becomes a float64 numpy array (NaN stays NaN).
+    """
+    if isinstance(mse, torch.Tensor):
+        return 10.0 * torch.log10(1.0 / mse.clamp(min=MSE_FLOOR))
+    return 10.0 * np.log10(1.0 / np.maximum(np.asarray(mse, dtype=np.float64), MSE_FLOOR))
+
+
+def cap_psnr(values: Any) -> np.ndarray:
+    """PSNR values already in dB under the convention: anything above the cap (+inf included)
+    becomes :data:`PSNR_CAP_DB`; NaN stays NaN. For records written before the cap existed."""
+    return np.minimum(np.asarray(values, dtype=np.float64), PSNR_CAP_DB)
 
 
 def _check(output: torch.Tensor, target: torch.Tensor) -> None:
@@ -47,10 +74,9 @@ def _check(output: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image over all RGB values, in float64 (data range 1); inf when equal."""
+    """PSNR in dB per image over all RGB values, in float64 (data range 1); 100 dB (the cap) when equal."""
     _check(output, target)
-    mse = (output.double() - target.double()).pow(2).mean(dim=(1, 2, 3))
-    return 10.0 * torch.log10(1.0 / mse)
+    return psnr_from_mse((output.double() - target.double()).pow(2).mean(dim=(1, 2, 3)))
 
 
 def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +208,7 @@ def lpips(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 #: name -> (function, higher_is_better, variant description)
 METRICS: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], bool, str]] = {
-    "psnr": (psnr, True, "full RGB, per image, float64, data range 1"),
+    "psnr": (psnr, True, "full RGB, per image, float64, data range 1, capped at 100 dB"),
     "psnr_q8": (psnr_q8, True, "output quantised to 8 bits first (StarEnhancer)"),
     "ssim": (ssim, True, "piq, Gaussian 11 / sigma 1.5, downsample=False (= skimage gaussian_weights)"),
     "ssim_down": (ssim_down, True, "piq default: avg-pool by max(1, round(min(H,W)/256)) (Wang ssim.m)"),

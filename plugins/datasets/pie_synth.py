@@ -1,6 +1,11 @@
-"""``pie-synth``: the embedded dataset. Real photographs that ship with installed packages
-(scikit-image, matplotlib, scikit-learn), cropped at several scales, retouched by synthetic
+"""``pie-synth``: the embedded dataset. 32 real photographs (scenes) -- the 8 that ship with
+installed packages (scikit-image, matplotlib, scikit-learn) and the 24 of the Kodak suite that
+ship with this plugin (:mod:`.kodak_scenes`) -- cropped at several scales, retouched by synthetic
 users whose true :class:`~piebench.data.retouch.RetouchParams` are known.
+
+The default split holds out 8 scenes (:data:`TEST_SCENES`: 2 package photographs, 6 Kodak, of
+varied content: food, an animal, objects, machines, a landscape, a portrait, sky, birds); the
+same test scenes serve seen and unseen users.
 
 The store (every version of every crop) is built once per recipe and cached
 (:mod:`piebench.data.store`); the train/test split is by scene and is not part of the store,
@@ -21,7 +26,7 @@ from piebench.data import PhotoInfo, PieDataset, UserInfo
 from piebench.data import store as image_store
 from piebench.data.retouch import PARAM_NAMES, retouch
 from piebench.data.synth import (
-    SCENE_NAMES,
+    SCENES,
     crop_boxes,
     jittered,
     random_users,
@@ -34,8 +39,18 @@ from piebench.data.synth import (
 )
 from piebench.errors import UsageError
 
-#: Bumped whenever the pixels a recipe produces change (retouch engine, crops, user draws).
-SYNTH_VERSION = "1"
+from . import kodak_scenes
+
+#: Bumped whenever the pixels a recipe produces change (retouch engine, crops, user draws, scenes).
+SYNTH_VERSION = "2"
+#: Every scene, in a fixed order (photo ids and each scene's crop seed follow it): the 8
+#: package photographs, then kodim01 ... kodim24.
+CATALOGUE = (*SCENES, *kodak_scenes.KODAK_SCENES)
+CATALOGUE_NAMES = tuple(s.name for s in CATALOGUE)
+#: The default held-out scenes: coffee (food), chelsea (a cat), kodim03 (hats: saturated
+#: objects), kodim05 (motorbikes: fine detail), kodim13 (a mountain stream), kodim15 (a child's
+#: face), kodim20 (an aeroplane against the sky), kodim23 (parrots).
+TEST_SCENES = ("coffee", "chelsea", "kodim03", "kodim05", "kodim13", "kodim15", "kodim20", "kodim23")
 USER_MODES = ("random", "two-user")
 _CHUNK_PIXELS = 1 << 20  # photos retouched per call: about 12 MB of float32
 
@@ -52,7 +67,7 @@ def _threads() -> int:
 
 
 def build_pie_synth(ctx: Any = None, *, resolution: int = 64, crops_per_scene: int = 40, seen_users: int = 12,
-                    unseen_users: int = 8, test_scenes: Sequence[str] = ("coffee", "chelsea"), folds: int = 0,
+                    unseen_users: int = 8, test_scenes: Sequence[str] | None = None, folds: int = 0,
                     fold: int = 0, users: str = "random", seed: int = 0, jitter: float = 0.02,
                     scenes: Sequence[str] | None = None, min_crop: float = 0.35, max_crop: float = 1.0,
                     train_users: int | None = None) -> PieDataset:
@@ -60,8 +75,8 @@ def build_pie_synth(ctx: Any = None, *, resolution: int = 64, crops_per_scene: i
 
     resolution: side of the square crops in pixels; crops_per_scene: crops of each scene;
     seen_users / unseen_users: users that train and test / test only (users are ordered seen
-    first); test_scenes: held-out scenes (ignored when ``folds`` > 0, which takes fold ``fold``
-    of a k-fold partition over scenes); users: ``random`` (archetype-mixture users) or
+    first); test_scenes: held-out scenes (default: those of :data:`TEST_SCENES` among ``scenes``;
+    ignored when ``folds`` > 0, which takes fold ``fold`` of a k-fold partition over scenes); users: ``random`` (archetype-mixture users) or
     ``two-user`` (one +0.8 EV user, one -0.8 EV user, no unseen users, no content terms, no
     jitter); jitter: per-photo parameter jitter (0 = none); scenes: a subset of scenes;
     train_users: only the first ``train_users`` seen users train, the other seen users are
@@ -79,14 +94,18 @@ def build_pie_synth(ctx: Any = None, *, resolution: int = 64, crops_per_scene: i
         raise UsageError(f"pie-synth needs seen_users >= 1 and unseen_users >= 0, got {seen_users}, {unseen_users}")
     if not 0 <= jitter <= 0.5:
         raise UsageError(f"pie-synth jitter must be in [0, 0.5], got {jitter}")
-    names = scene_names(scenes)
-    test = split_scenes(names, test_scenes, int(folds), int(fold))
+    names = scene_names(scenes, CATALOGUE)
+    if test_scenes is None:
+        test_scenes = [t for t in TEST_SCENES if t in names]
+    test = split_scenes(names, test_scenes, int(folds), int(fold), CATALOGUE)
     store_recipe = {
         "dataset": "pie-synth", "synth_version": SYNTH_VERSION, "resolution": resolution,
         "crops_per_scene": crops_per_scene, "scenes": names, "min_crop": float(min_crop),
         "max_crop": float(max_crop), "users": users, "seen_users": seen_users,
         "unseen_users": unseen_users, "seed": int(seed), "jitter": jitter,
     }
+    if any(n.startswith("kodim") for n in names):  # the files and how they were encoded
+        store_recipe["kodak"] = {"encoding": kodak_scenes.ENCODING, "sha256sums": kodak_scenes.files_digest()}
     if train_users is not None and (not isinstance(train_users, int) or isinstance(train_users, bool)
                                     or not 1 <= train_users <= seen_users):
         raise UsageError(f"pie-synth train_users must be an integer in 1..{seen_users} (the seen users), "
@@ -100,7 +119,8 @@ def build_pie_synth(ctx: Any = None, *, resolution: int = 64, crops_per_scene: i
     user_list = [UserInfo(u["id"], u["name"], u["seen"] and (train_users is None or u["id"] < train_users))
                  for u in meta["users"]]
     info = {
-        "sources": [{"scene": s, "source": scene(s).source, "licence": scene(s).licence} for s in names],
+        "sources": [{"scene": s, "source": scene(s, CATALOGUE).source, "licence": scene(s, CATALOGUE).licence}
+                    for s in names],
         "user_styles": {u["name"]: u["style"] for u in meta["users"]},
         "store": meta["path"], "store_hash": meta["recipe_hash"],
         "build_seconds": meta["build_seconds"], "cache_hit": meta["cache_hit"],
@@ -121,8 +141,8 @@ def _fill(recipe: dict[str, Any], allocate: Any) -> dict[str, Any]:
     versions = allocate((1 + len(params), n_photos, res, res, 3))
     photos: list[dict[str, Any]] = []
     for name in recipe["scenes"]:
-        image = scene(name).load()
-        rng = np.random.default_rng([seed, 2, SCENE_NAMES.index(name)])  # a scene's crops ignore other scenes
+        image = scene(name, CATALOGUE).load()
+        rng = np.random.default_rng([seed, 2, CATALOGUE_NAMES.index(name)])  # a scene's crops ignore other scenes
         boxes = crop_boxes(image.shape[0], image.shape[1], recipe["crops_per_scene"], rng,
                            recipe["min_crop"], recipe["max_crop"])
         for i, (box, crop) in enumerate(zip(boxes, render_crops(image, boxes, res), strict=True)):
@@ -156,11 +176,14 @@ def register_datasets(register):
     """Register ``pie-synth``."""
     register(
         "pie-synth", build=build_pie_synth,
-        description="Embedded photos (skimage, matplotlib, sklearn) retouched by synthetic users with known parameters",
-        paper="piebench (embedded; photos from scikit-image, matplotlib, scikit-learn)", version=SYNTH_VERSION,
+        description="32 embedded photos (skimage, matplotlib, sklearn, Kodak) retouched by synthetic users "
+                    "with known parameters",
+        paper="piebench (embedded; photos from scikit-image, matplotlib, scikit-learn and the Kodak suite)",
+        version=SYNTH_VERSION,
         configurations={
-            "small": {"resolution": 64, "crops_per_scene": 40},
-            "quick": {"resolution": 256, "crops_per_scene": 120, "seen_users": 16, "unseen_users": 8},
+            "small": {"resolution": 64, "crops_per_scene": 20},
+            "quick": {"resolution": 256, "crops_per_scene": 40, "seen_users": 16, "unseen_users": 8},
             "two-user": {"resolution": 64, "crops_per_scene": 16, "users": "two-user"},
         },
-        training_users_param="train_users", meta={"scenes": list(SCENE_NAMES), "splits": "by scene; default test scenes coffee, chelsea; folds=k for k-fold"})
+        training_users_param="train_users",
+        meta={"scenes": list(CATALOGUE_NAMES), "splits": f"by scene; default test scenes {', '.join(TEST_SCENES)}; folds=k for k-fold"})

@@ -46,7 +46,9 @@ def test_a_disconnected_enhancer_fires_the_alarm(disconnected, tmp_path):
 
 
 def test_a_working_run_records_every_diagnostic_and_stays_silent(tmp_path):
-    cfg = resolve("smoke", encoder="angular", enhancer="sa", steps=120, sets=[*FAST, "eval.refs_curve=[1, 3]"])
+    # 8 test photos: one of each of the 8 test scenes (the CIs resample scenes)
+    cfg = resolve("smoke", encoder="angular", enhancer="sa", steps=120,
+                  sets=[*FAST, "eval.max_photos=8", "eval.refs_curve=[1, 3]"])
     run_dir, rec = run_experiment(cfg, tmp_path / "runs", progress=False)
     m = rec["metrics"]
     assert m["alarms"] == []
@@ -56,6 +58,41 @@ def test_a_working_run_records_every_diagnostic_and_stays_silent(tmp_path):
     assert set(m["separability"]) == {"seen", "unseen"}
     assert {"silhouette_cosine", "recall_at_1", "probe_accuracy", "nmi_kmeans"} <= set(m["separability"]["seen"])
     assert "exposure" in " ".join(m["probe_r2"]) and "mean" in m["probe_r2"]
+    assert m["probe_r2"]["chance"] < 0.1 and m["probe_r2"]["n_users"] == 7 and len(m["probe_r2"]["ci"]) == 2
+    # what the enhancer receives, next to its chance level; the leaderboard's figure comes from it
+    import numpy as np
+
+    assert set(m["preference_separability"]) == {"seen", "unseen"}
+    for group, n_users in (("seen", 4), ("unseen", 3)):
+        pref = m["preference_separability"][group]
+        assert pref["recall_at_1_chance"] == pytest.approx(1 / n_users, abs=0.05)
+        assert m[group]["user_recall"]["mean"] == pref["recall_at_1"]
+        assert m[group]["user_recall"]["ci"][0] <= pref["recall_at_1"] <= m[group]["user_recall"]["ci"][1]
+    # CIs clustered by scene say over how many: 8 test photos of 8 distinct scenes
+    scenes = set(np.genfromtxt(run_dir / "per_image.csv", delimiter=",", names=True, dtype=None,
+                               encoding="utf-8")["scene"].tolist())
+    assert len(scenes) == 8
+    assert m["seen"]["n_scenes"] == m["seen"]["sensitivity"]["n_scenes"] == m["seen"]["steering"]["n_scenes"] == 8
+    npz = np.load(run_dir / "control.npz")
+    assert len(npz["vector_draws"]) == len(npz["vectors"]) == 8 * 7
+    # a record written before these entries existed gets them back from control.npz, nothing else changes
+    import json
+    import shutil
+
+    from piebench.diagnostics import refresh_separability
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    stripped = json.loads((old / "record.json").read_text())
+    for key in ("preference_separability", "probe_r2"):
+        stripped["metrics"].pop(key)
+    for group in ("seen", "unseen"):
+        stripped["metrics"][group].pop("user_recall")
+    (old / "record.json").write_text(json.dumps(stripped))
+    got = refresh_separability(old, write=True)
+    refreshed = json.loads((old / "record.json").read_text())["metrics"]
+    assert got["preference_separability"] == m["preference_separability"] and got["probe_r2"] == m["probe_r2"]
+    assert {k: v for k, v in refreshed.items() if k != "separability_refreshed"} == m
     for name in ("control_heatmap", "tsne", "refs_curve"):
         path = run_dir / m["figures"][name]
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -105,3 +105,31 @@ def test_shape_errors():
     with pytest.raises(UsageError, match="identical targets"):
         t = torch.rand(2, 1, 3, 4, 4).expand(-1, 3, -1, -1, -1)
         ctl.steering_score(ctl.mse_matrix(t, t), ctl.target_matrix(t))
+
+
+def test_steering_ci_resamples_clusters_and_counts_them_once_with_two_draws():
+    """Two reference draws of each photo are not two photos: clustered by photo, the CI and the
+    count are those of one draw; treated as rows, the count doubles and the CI narrows."""
+    from types import SimpleNamespace
+
+    from piebench.diagnostics import steering_for
+
+    x, tgt = _scene(3)
+    out = _coupled(x, tgt, 0.4) + 0.05 * torch.randn(tgt.shape, generator=torch.Generator().manual_seed(1))
+    d_out, d_tgt = ctl.mse_matrix(out, tgt), ctl.target_matrix(tgt)
+    one = ctl.steering_score(d_out, d_tgt, seed=5)
+    two_out, two_tgt = np.concatenate([d_out, d_out]), np.concatenate([d_tgt, d_tgt])  # draws 0 and 1
+    photos = np.concatenate([np.arange(P), np.arange(P)])
+    clustered = ctl.steering_score(two_out, two_tgt, clusters=photos, seed=5)
+    assert clustered.score.n_clusters == P and clustered.score.n == 2 * P
+    assert (clustered.score.lo, clustered.score.hi) == pytest.approx((one.score.lo, one.score.hi))
+    naive = ctl.steering_score(two_out, two_tgt, seed=5)
+    assert naive.score.n_clusters == 2 * P and naive.score.hi - naive.score.lo < 0.85 * (one.score.hi - one.score.lo)
+    # in a run: groups of (photo, draw), photos 2k and 2k+1 crops of one scene -> P / 2 scenes
+    result = SimpleNamespace(mse_out_tgt=two_out, mse_tgt_tgt=two_tgt, group_photos=photos)
+    scenes = np.array([f"scene{p // 2}" for p in photos])
+    got = steering_for(result, np.arange(U), seed=0, scenes=scenes)
+    assert got["steering"]["n_scenes"] == P // 2
+    assert got["steering"]["mean"] == pytest.approx(one.score.mean)
+    with pytest.raises(UsageError, match="one id per row"):
+        ctl.steering_score(d_out, d_tgt, clusters=[0, 1])

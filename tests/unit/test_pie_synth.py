@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from piebench_plugins.datasets.pie_synth import build_pie_synth
+from piebench_plugins.datasets import kodak_scenes
+from piebench_plugins.datasets.pie_synth import CATALOGUE, CATALOGUE_NAMES, TEST_SCENES, build_pie_synth
 
 from piebench.data import store
 from piebench.data.retouch import PARAM_NAMES, RetouchParams, luminance, retouch
 from piebench.data.synth import (
     ARCHETYPES,
     SCENE_NAMES,
+    Scene,
     crop_boxes,
     jittered,
     random_users,
@@ -119,7 +121,7 @@ def test_concurrent_builders_build_once(tmp_path):
 
 # -- pie-synth ----------------------------------------------------------------------------------
 def test_versions_shape_and_users(tiny):
-    assert tiny.versions.shape == (1 + 20, 8 * 5, 16, 16, 3) and tiny.versions.dtype == np.uint8
+    assert tiny.versions.shape == (1 + 20, 32 * 5, 16, 16, 3) and tiny.versions.dtype == np.uint8
     assert [u.seen for u in tiny.users] == [True] * 12 + [False] * 8
     assert tiny.user_params.shape == (20, len(PARAM_NAMES)) and tiny.param_names == PARAM_NAMES
     defaults = inspect.signature(build_pie_synth).parameters
@@ -129,11 +131,68 @@ def test_versions_shape_and_users(tiny):
 
 def test_split_is_by_scene(tiny):
     test_scenes = {p.scene for p in tiny.photos if p.split == "test"}
-    assert test_scenes == {"coffee", "chelsea"}
+    assert test_scenes == set(TEST_SCENES) and len(test_scenes) == 8
     assert not {tiny.photos[p].scene for p in tiny.photo_ids("train")} & test_scenes
-    assert len(tiny.photo_ids("test")) == 2 * 5 and len(tiny.photo_ids("train")) == 6 * 5
+    assert len(tiny.photo_ids("test")) == 8 * 5 and len(tiny.photo_ids("train")) == 24 * 5
     for u in tiny.user_ids():
         assert all(tiny.photos[p].split == "train" for p in tiny.support(u))
+    # varied: both sources among the test scenes, and seen and unseen users test on the same photos
+    assert set(SCENE_NAMES) & test_scenes and {s for s in test_scenes if s.startswith("kodim")}
+    tested = {u.seen: {p for p in tiny.photo_ids("test") if tiny.has(u.id, p)} for u in tiny.users}
+    assert tested[True] == tested[False] == set(tiny.photo_ids("test"))
+
+
+def test_thirty_two_scenes_package_and_kodak():
+    assert len(CATALOGUE) == 32 and CATALOGUE_NAMES[:8] == SCENE_NAMES  # v1 photo ids and crops unchanged
+    assert CATALOGUE_NAMES[8:] == tuple(f"kodim{i:02d}" for i in range(1, 25))
+    folder = kodak_scenes.folder()
+    sums = dict(line.split()[::-1] for line in (folder / "SHA256SUMS").read_text().splitlines())
+    assert sorted(sums) == [f"kodim{i:02d}.webp" for i in range(1, 25)]
+    import hashlib
+
+    for name, digest in sums.items():  # the committed files are the listed ones
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+    image = CATALOGUE[CATALOGUE_NAMES.index("kodim23")].load()
+    assert image.dtype == np.uint8 and image.shape in ((512, 768, 3), (768, 512, 3))
+    assert "unrestricted" in (folder / "README.md").read_text()
+
+
+def test_the_store_recipe_covers_the_kodak_files(tiny, tmp_path, monkeypatch):
+    recipe = json.loads((Path(tiny.info["store"]) / "store.json").read_text())["recipe"]
+    assert recipe["kodak"] == {"encoding": kodak_scenes.ENCODING, "sha256sums": kodak_scenes.files_digest()}
+    assert recipe["synth_version"] == "2" and len(recipe["scenes"]) == 32
+    package_only = build_pie_synth(None, **TINY, scenes=list(SCENE_NAMES))  # v1's scenes: no Kodak files
+    assert "kodak" not in json.loads((Path(package_only.info["store"]) / "store.json").read_text())["recipe"]
+    assert {p.scene for p in package_only.photos if p.split == "test"} == {"coffee", "chelsea"}
+    assert np.array_equal(package_only.versions[:, :40], tiny.versions[:, :40])  # same first 8 scenes
+    fake = tmp_path / "kodak"
+    fake.mkdir()
+    (fake / "SHA256SUMS").write_text("0" * 64 + "  kodim01.webp\n")
+    monkeypatch.setattr(kodak_scenes, "folder", lambda: fake)
+    assert kodak_scenes.files_digest() != recipe["kodak"]["sha256sums"]
+
+
+def test_smoke_eval_set_spreads_over_the_test_scenes_and_the_grid_shows_distinct_ones():
+    from piebench.config import resolve
+    from piebench.data.manifest import build_manifest
+    from piebench.report import grid_entries
+
+    cfg = resolve("smoke", encoder="angular", enhancer="sa")
+    assert cfg["eval"]["max_photos"] == 24 and cfg["eval"]["data"]["crops_per_scene"] == 20
+    ds = build_pie_synth(None, resolution=16, crops_per_scene=cfg["eval"]["data"]["crops_per_scene"])
+    manifest = build_manifest(ds, refs=3, draws=1, seed=1234, max_photos=cfg["eval"]["max_photos"])
+    scenes = [ds.photos[e["photo"]].scene for e in manifest["entries"]]
+    assert {s: scenes.count(s) for s in scenes} == {s: 3 for s in TEST_SCENES}  # 3 photos of each of 8
+    shown = [ds.photos[e["photo"]].scene for e in grid_entries(manifest["entries"], ds, 3)]
+    assert len(shown) == 3 and len(set(shown)) == 3
+    assert len(grid_entries(manifest["entries"], ds, 10)) == 10  # more rows than scenes: repeats allowed
+
+
+def test_scene_catalogue_is_a_parameter():
+    extra = Scene("plain", lambda: np.zeros((8, 8, 3), np.uint8), "a test", "none")
+    assert scene("plain", (*CATALOGUE[:2], extra)) is extra
+    with pytest.raises(UsageError, match="unknown pie-synth scene"):
+        scene("kodim01")  # the core's catalogue holds only the package photographs
 
 
 def test_folds_cover_every_scene_once_and_share_one_store(tiny):
@@ -141,7 +200,7 @@ def test_folds_cover_every_scene_once_and_share_one_store(tiny):
     tests = [{p.scene for p in build_pie_synth(None, **TINY, folds=4, fold=k).photos if p.split == "test"}
              for k in range(4)]
     assert store.stats["builds"] == builds  # the split is not part of the store
-    assert sorted(s for t in tests for s in t) == sorted(SCENE_NAMES)
+    assert sorted(s for t in tests for s in t) == sorted(CATALOGUE_NAMES)
     hashes = {build_pie_synth(None, **TINY, folds=4, fold=k).recipe_hash for k in range(4)}
     assert len(hashes) == 4 and tiny.recipe_hash not in hashes
     with pytest.raises(UsageError, match="fold"):
@@ -153,7 +212,7 @@ def test_folds_cover_every_scene_once_and_share_one_store(tiny):
 def test_inputs_are_the_documented_crops(tiny):
     photo = tiny.photo_ids("train")[7]
     info = json.loads((Path(tiny.info["store"]) / "store.json").read_text())["photos"][photo]
-    image = scene(info["scene"]).load()
+    image = scene(info["scene"], CATALOGUE).load()
     again = next(render_crops(image, np.array([info["box"]]), 16))
     assert np.array_equal(tiny.input(photo), again)
     left, top, right, bottom = info["box"]
@@ -209,10 +268,11 @@ def test_two_user_preset():
 
 def test_provenance_and_registration(tiny, registry):
     sources = tiny.info["sources"]
-    assert [s["scene"] for s in sources] == list(SCENE_NAMES)
+    assert [s["scene"] for s in sources] == list(CATALOGUE_NAMES)
     assert all(s["licence"] and s["source"] for s in sources)
     spec = registry.get("dataset", "pie-synth")
     assert spec.params("small")["resolution"] == 64 and spec.params("quick")["resolution"] == 256
+    assert spec.version == "2" and len(spec.meta["scenes"]) == 32
     ds = spec.create(None, "small", resolution=16, crops_per_scene=2)
     assert ds.resolution == (16, 16) and ds.name == "pie-synth"
 

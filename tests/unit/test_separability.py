@@ -105,10 +105,12 @@ def test_ridge_probe_linear_map_vs_noise():
     groups = np.repeat(np.arange(n_users), per)
     params = rng.normal(size=(n_users, 3))[groups]
     vectors = params @ rng.normal(size=(3, 8)) + 0.01 * rng.normal(size=(groups.size, 8))
-    good = sep.ridge_probe(vectors, params, ["exposure", "contrast", "warmth"], groups)
-    assert set(good) == {"exposure", "contrast", "warmth", "mean"}
+    good = sep.ridge_probe(vectors, params, ["exposure", "contrast", "warmth"], groups, shuffles=4, n_boot=200)
+    assert {"exposure", "contrast", "warmth", "mean", "ci", "chance", "chance_hi"} <= set(good)
     assert min(good["exposure"], good["contrast"], good["warmth"]) > 0.98
-    noise = sep.ridge_probe(rng.normal(size=vectors.shape), params, ["exposure", "contrast", "warmth"], groups)
+    assert good["ci"][0] > good["chance_hi"] and good["chance"] < 0.1 and good["n_users"] == n_users
+    noise = sep.ridge_probe(rng.normal(size=vectors.shape), params, ["exposure", "contrast", "warmth"], groups,
+                           shuffles=4, n_boot=200)
     assert noise["mean"] < 0.1
     with pytest.raises(UsageError, match="one column per name"):
         sep.ridge_probe(vectors, params, ["exposure"], groups)
@@ -135,3 +137,46 @@ def test_report_and_input_checks():
         sep.recall_at_1(emb, users[:-1], photos)
     with pytest.raises(UsageError, match="two users"):
         sep.silhouette_cosine(emb, np.zeros(len(users)), photos)
+
+
+def test_recall_excludes_the_whole_scene_not_only_the_crop():
+    """Crops of one scene share their content: with only the crop excluded, the nearest neighbour
+    is another crop of the same scene, where a user signature that holds for that scene only
+    (nothing that carries to other photographs) decides it: recall near 1. With the scene
+    excluded, recall falls to chance, as it should. Diagnostics pass scenes."""
+    rng = np.random.default_rng(0)
+    n_users, n_scenes, crops, d = 6, 8, 3, 16
+    users = np.repeat(np.arange(n_users), n_scenes * crops)
+    scenes = np.tile(np.repeat(np.arange(n_scenes), crops), n_users)
+    crop_ids = np.tile(np.arange(n_scenes * crops), n_users)
+    emb = (5 * rng.normal(size=(n_scenes, d))[scenes] + 0.3 * rng.normal(size=(n_scenes * crops, d))[crop_ids]
+           + 0.6 * rng.normal(size=(n_users, n_scenes, d))[users, scenes])
+    assert sep.recall_at_1(emb, users, crop_ids) > 0.9
+    by_scene = sep.user_recall(emb, users, scenes, seed=0)
+    assert by_scene["ci"][0] <= by_scene["chance"] + 0.05 and by_scene["mean"] < 0.4
+
+
+def test_user_recall_ci_includes_chance_for_content_only_embeddings():
+    emb, users, photos = _content_emb(noise=0.3)
+    r = sep.user_recall(emb, users, photos % 3, seed=0)  # content ids: 3 scenes of 4 crops
+    assert r["ci"][0] <= r["chance"] <= r["ci"][1]
+
+
+def test_ridge_probe_succeeds_on_new_users_despite_user_identities():
+    """20 users (as in smoke), 24 vectors each: every user's vectors carry a strong identity
+    direction unrelated to the parameters (as trained encoders' do) plus a linear trace of the
+    parameters. The probe recovers the parameters for users it never saw, well above the chance
+    level from shuffled users; on pure noise it sits at that chance level, which is below 0."""
+    rng = np.random.default_rng(4)
+    n_users, per, d = 20, 24, 128
+    groups = np.repeat(np.arange(n_users), per)
+    table = rng.normal(size=(n_users, 4))
+    identity = 3.0 * rng.normal(size=(n_users, d))
+    vectors = table[groups] @ rng.normal(size=(4, d)) + identity[groups] + 0.5 * rng.normal(size=(groups.size, d))
+    names = ["a", "b", "c", "d"]
+    good = sep.ridge_probe(vectors, np.c_[table[groups], np.ones(groups.size)], [*names, "fixed"], groups,
+                           shuffles=4, n_boot=200)
+    assert good["constant"] == ["fixed"] and "fixed" not in good  # no R^2 = 1 for a constant
+    assert good["mean"] > 0.4 and good["ci"][0] > good["chance_hi"] and good["ci"][0] <= good["mean"] <= good["ci"][1]
+    noise = sep.ridge_probe(rng.normal(size=vectors.shape), table[groups], names, groups, shuffles=4, n_boot=200)
+    assert noise["chance"] < 0 and abs(noise["mean"] - noise["chance"]) < 0.1
