@@ -42,9 +42,14 @@ def old_eval_hash(cfg: dict, data_recipe_hash: str) -> str:
     return C.canonical_hash(spec)
 
 
+#: protocol files given with --protocol-file, by (name, version): older versions than the installed ones
+PROTOCOL_FILES: dict[tuple[str, int], str] = {}
+
+
 def _resolved(record: dict) -> dict:
     """The run's configuration re-resolved from its protocol and its evaluation overrides."""
     proto = record["protocol"]
+    source = PROTOCOL_FILES.get((proto["name"], int(proto["version"])), proto["name"])
     sets, refs, dataset = [], None, None
     for item in record.get("overrides") or []:
         if item.startswith("eval."):
@@ -53,12 +58,12 @@ def _resolved(record: dict) -> dict:
             refs = int(item.split("=", 1)[1])
         elif item.startswith("dataset="):
             dataset = item.split("=", 1)[1]
-    cfg = C.resolve(proto["name"], encoder=record["encoder"]["name"], enhancer=record["enhancer"]["name"],
+    cfg = C.resolve(source, encoder=record["encoder"]["name"], enhancer=record["enhancer"]["name"],
                     seed=int(record.get("seed", 0)), sets=sets, refs=refs, dataset=dataset)
     if cfg["protocol"]["version"] != proto["version"]:
         raise PiebenchError(f"protocol '{proto['name']}' is now v{cfg['protocol']['version']}, the record is "
                             f"v{proto['version']}: run the script where that version is installed, or on the "
-                            "runs directory (config.json)")
+                            "runs directory (config.json), or give that version with --protocol-file")
     return cfg
 
 
@@ -121,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="runs directories or record archives")
     parser.add_argument("--check", action="store_true", help="report only, write nothing")
+    parser.add_argument("--protocol-file", action="append", default=[], type=Path,
+                        help="a protocol .toml of an older version than the installed one (repeatable)")
     args = parser.parse_args(argv)
+    for path in args.protocol_file:
+        proto = C.load_protocol(str(path))
+        PROTOCOL_FILES[(proto["name"], int(proto["version"]))] = str(path)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
         print(f"migrate_eval_hash: not a directory: {', '.join(missing)}", file=sys.stderr)

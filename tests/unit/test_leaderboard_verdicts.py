@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from piebench.cli import cli, main
 from piebench.errors import UsageError
-from piebench.leaderboard import bound_kind, collect, leaderboard_tables, render_markdown
+from piebench.leaderboard import bound_kind, collect, leaderboard_tables, load_per_image, render_markdown
+from piebench.metrics.fidelity import PSNR_CAP_DB
 
 SCENES, CROPS, USERS = 8, 3, 4
 
@@ -119,14 +120,19 @@ def test_protocol_versions_are_separate_tables_newest_first(tmp_path):
     assert text.index("## p v2") < text.index("## p v1") and text.count("### Bounds and baselines") == 2
 
 
-def test_a_non_finite_value_is_an_error_not_dropped(tmp_path):
+def test_a_missing_value_is_an_error_and_an_infinite_psnr_follows_the_cap(tmp_path):
     rng = np.random.default_rng(4)
     items = _items(rng)
     _entry(tmp_path, "angular", "sa", range(2), items, 0.0, rng)
     _entry(tmp_path, "center", "sa", range(2), items, 0.0, rng)
     path = next(tmp_path.rglob("per_image.csv"))
     df = pd.read_csv(path)
-    df.loc[0, "psnr"] = np.inf
+    df.loc[0, "psnr"] = np.inf  # a record written before the 100 dB convention: capped, never dropped
+    df.to_csv(path, index=False)
+    loaded = load_per_image(path.parent)
+    assert loaded.loc[0, "psnr"] == PSNR_CAP_DB and len(loaded) == len(df)
+    leaderboard_tables(collect(tmp_path))
+    df.loc[0, "psnr"] = np.nan  # a hole is loud
     df.to_csv(path, index=False)
     with pytest.raises(UsageError, match="non-finite psnr"):
         leaderboard_tables(collect(tmp_path))

@@ -20,7 +20,8 @@ from piebench.runs import archive_records
 
 ROOT = Path(__file__).resolve().parents[2] / "leaderboards"
 PAIR = ROOT / "records" / "smoke" / "angular+sa"
-OLD, NEW = "e33b975796d0554f", "2b05907abceef4b0"  # smoke v1's eval hash before / after the metric list left it
+OLD, NEW = "e33b975796d0554f", "2b05907abceef4b0"
+V1_RECIPE = "ef90679d4336cfed871a615ae93320e89b69d5cd003779fa84fba72cfc6201f8"  # pie-synth v1 at smoke v1  # smoke v1's eval hash before / after the metric list left it
 
 
 @pytest.fixture
@@ -110,13 +111,18 @@ def test_the_migration_rewrites_old_hashes_once_and_leaves_unknown_ones(tmp_path
     bogus["protocol"]["eval_hash"] = "0123456789abcdef"
     paths[2].write_text(json.dumps(bogus))
     migrate = _migration()
-    assert migrate.main([str(runs)]) == 1
+    # smoke and pie-synth are v2 now: the v1 protocol file and the v1 store's recipe hash (from a v1
+    # run's manifest.json) let the one-off rebuild v1's evaluation spec exactly
+    v1 = ["--protocol-file", str(ROOT.parent / "tests" / "data" / "smoke-v1.toml")]
+    for p in paths:
+        (p.parent / "manifest.json").write_text(json.dumps({"recipe_hash": V1_RECIPE}))
+    assert migrate.main([str(runs), *v1]) == 1
     out = capsys.readouterr().out
     assert "2 migrated, 0 already current, 1 unverified" in out and "0123456789abcdef" in out
     after = [json.loads(p.read_text()) for p in paths]
     assert [a["protocol"]["eval_hash"] for a in after] == [NEW, NEW, "0123456789abcdef"]
     assert after[0] == before[0]  # nothing else changed (the committed records carry NEW already)
-    assert migrate.main([str(runs), "--check"]) == 1
+    assert migrate.main([str(runs), "--check", *v1]) == 1
     assert "0 migrated (dry run), 2 already current, 1 unverified" in capsys.readouterr().out
     assert migrate.main([str(tmp_path / "nope")]) == 2
 
