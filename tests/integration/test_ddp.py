@@ -33,7 +33,7 @@ def _config() -> dict:
     from piebench import config as C
 
     return C.resolve("smoke", encoder="angular", enhancer="sa", schedule="joint", steps=STEPS, sets=SETS,
-                     lr_encoder=2e-5, lr_enhancer=2e-4)
+                     lr_encoder=2e-6, lr_enhancer=2e-5)
 
 
 def _free_port() -> int:
