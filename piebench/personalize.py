@@ -46,9 +46,9 @@ def full_resolution_of(spec: Any, module: Any) -> bool:
 def load_run(run_dir: str | pathlib.Path, device: str = "cpu") -> RunModels:
     """The models of a finished (or checkpointed) run, rebuilt from its saved config."""
     from .build import build_dataset, build_models
+    from .checkpoints import latest_checkpoint
     from .errors import PiebenchError
     from .plugins import get_registry
-    from .train import latest_checkpoint
 
     run_dir = pathlib.Path(run_dir)
     cfg_path = run_dir / "config.json"

@@ -187,9 +187,9 @@ def image_grid(run_dir: Path, photos: int = 3, max_users: int = 6, device: str =
     import torch
 
     from .build import build_dataset, build_models
+    from .checkpoints import latest_checkpoint
     from .data.manifest import eval_batches, load_manifest
     from .plugins import get_manager
-    from .train import latest_checkpoint
 
     cfg = read_json(run_dir / "config.json")
     registry = get_manager().registry

@@ -126,10 +126,11 @@ def run_experiment(cfg: dict, runs_dir: str | Path, *, resume: bool = False, res
     evaluate their share of the manifest; ranks > 0 return the record without metrics.
     ``loggers`` names the experiment trackers to switch on (``--log``, see :func:`check_loggers`).
     """
+    from .checkpoints import latest_checkpoint
     from .data.device_store import build_sampler
     from .distributed import setup as setup_distributed
     from .evaluate import evaluate, summarize
-    from .train import Trainer, latest_checkpoint
+    from .train import Trainer
 
     runs_dir = Path(runs_dir)
     loggers = check_loggers(loggers)
@@ -356,7 +357,7 @@ def _finished_run(runs_dir: Path, key: str) -> tuple[Path, dict] | None:
 def _resume_state(run_dir: Path) -> dict | None:
     """The newest loadable checkpoint of ``run_dir`` (None: it has none yet); refuses to start
     over silently when it has checkpoints and none of them loads."""
-    from .train import latest_checkpoint
+    from .checkpoints import latest_checkpoint
 
     found = latest_checkpoint(run_dir / "checkpoints")
     files = sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))
