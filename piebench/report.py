@@ -318,8 +318,12 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
         df = df[~df["run_dir"].map(lambda p: str(Path(p).resolve())).duplicated()]
     tables = []
     for spec, table in leaderboard_tables(df):
+        bounds = spec.pop("bounds", None)  # oracles, baselines, blind twins: shown, never ranked
         tables.append({"spec": spec, "headers": list(table.columns),
-                       "rows": [[str(v) for v in row] for row in table.itertuples(index=False)]})
+                       "rows": [[str(v) for v in row] for row in table.itertuples(index=False)],
+                       "bounds": None if bounds is None else {
+                           "headers": list(bounds.columns),
+                           "rows": [[str(v) for v in row] for row in bounds.itertuples(index=False)]}})
     sections = [run_section(d, rec, photos, max_users, device) for d, rec in runs]
     env = Environment(loader=PackageLoader("piebench", "templates"), autoescape=select_autoescape(["html"]))
     html = env.get_template("report.html").render(

@@ -84,6 +84,7 @@ def _load(browser, page: Path) -> dict:
         return {
           tables: document.querySelectorAll('table.leaderboard').length,
           leaderRows: document.querySelectorAll('table.leaderboard tbody tr').length,
+          boundsRows: Array.from(document.querySelectorAll('table.bounds tbody tr')).map(r => r.innerText),
           imgs: Array.from(document.images).map(i => ({w: i.naturalWidth, src: i.src.slice(0, 22), alt: i.alt})),
           alarms: document.querySelectorAll('.alarm').length,
           gridImgs: document.querySelectorAll('table.grid img').length,
@@ -124,6 +125,8 @@ def test_run_report_renders_with_every_image(runs, browser, tmp_path):
     page = _load(browser, tmp_path / "index.html")
     # csrnet is ranked; transfer and identity are baselines (the leaderboard's bounds section), never ranked
     assert page["tables"] == 1 and page["leaderRows"] == 1
+    bounds = page["boundsRows"]  # shown for reference under the ranked table
+    assert len(bounds) == 2 and all("baseline" in r for r in bounds), bounds
     assert page["imgs"] and all(i["w"] > 0 for i in page["imgs"]), page["imgs"]
     assert all(i["src"].startswith("data:image/png") for i in page["imgs"])
     alts = [i["alt"] for i in page["imgs"]]
