@@ -65,6 +65,8 @@ def test_every_protocol_version_is_its_own_table_newest_first_with_its_bounds(tm
     regen = _regenerate()
     for pair in ("angular+sa", "center+sa", "oracle-id+adain", "angular+identity"):
         for run in sorted((regen.RECORDS / "smoke" / pair).iterdir()):
+            if json.loads((run / "record.json").read_text())["protocol"]["version"] != 1:
+                continue  # the committed v2 records: this test makes its own v2 copies of v1
             for version in (1, 2):
                 dest = tmp_path / "smoke" / f"v{version}" / pair / run.name
                 shutil.copytree(run, dest)

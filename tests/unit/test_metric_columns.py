@@ -20,6 +20,13 @@ from piebench.runs import archive_records
 
 ROOT = Path(__file__).resolve().parents[2] / "leaderboards"
 PAIR = ROOT / "records" / "smoke" / "angular+sa"
+
+
+def _copy_v1(dest: Path) -> None:
+    """The committed smoke v1 seeds of angular+sa (the folder also holds the v2 records)."""
+    for run in sorted(PAIR.iterdir()):
+        if json.loads((run / "record.json").read_text())["protocol"]["version"] == 1:
+            shutil.copytree(run, dest / run.name)
 OLD, NEW = "e33b975796d0554f", "2b05907abceef4b0"
 V1_RECIPE = "ef90679d4336cfed871a615ae93320e89b69d5cd003779fa84fba72cfc6201f8"  # pie-synth v1 at smoke v1  # smoke v1's eval hash before / after the metric list left it
 
@@ -37,7 +44,7 @@ def tp_metric():
 def _runs_with_metric(tmp_path: Path) -> Path:
     """Three committed angular+sa seeds; seed 0 also computed tp-mae (record and per_image.csv)."""
     runs = tmp_path / "runs" / "smoke" / "angular+sa"
-    shutil.copytree(PAIR, runs)
+    _copy_v1(runs)
     first = sorted(runs.iterdir())[0]
     rec = json.loads((first / "record.json").read_text())
     for i, group in enumerate(("seen", "unseen", "all")):
@@ -75,7 +82,7 @@ def test_a_metric_no_longer_installed_keeps_its_column(tmp_path):
 
 
 def test_directions_labels_and_digits_come_from_the_specs(registry):
-    rec = json.loads(next(PAIR.glob("*/record.json")).read_text())
+    rec = json.loads(sorted(PAIR.glob("*/record.json"))[0].read_text())  # v1 (2026-11-26) sorts first
     rec["metrics"]["seen"]["ssim"]["mean"], rec["metrics"]["seen"]["delta_e"]["mean"] = 0.123456, 3.14159
     summary = run_summary_table(rec)
     for name in ("psnr", "ssim", "delta_e"):
@@ -102,7 +109,7 @@ def _migration():
 
 def test_the_migration_rewrites_old_hashes_once_and_leaves_unknown_ones(tmp_path, capsys):
     runs = tmp_path / "records"
-    shutil.copytree(PAIR, runs / "angular+sa")
+    _copy_v1(runs / "angular+sa")
     paths = sorted(runs.rglob("record.json"))
     before = [json.loads(p.read_text()) for p in paths]
     for p, rec in zip(paths, before, strict=True):
