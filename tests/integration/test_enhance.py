@@ -99,7 +99,8 @@ def test_tiles_blend_without_seams():
         enhance_full(per_pixel, x, None, full_resolution=False, tile=64, overlap=40)
 
 
-def test_enhance_with_released_weights(tmp_path, registry):
+def _released_lut3d(tmp_path, registry):
+    """A lut3d model and its weights written in the official release's file layout (the folder)."""
     from piebench.interfaces import BuildContext
 
     torch.manual_seed(0)
@@ -109,6 +110,11 @@ def test_enhance_with_released_weights(tmp_path, registry):
     torch.save(model.classifier.state_dict(), weights / "classifier.pth")
     torch.save({str(k): {"LUT": model.luts[k].detach().clone()} for k in range(model.luts.shape[0])},
                weights / "LUTs.pth")
+    return model, weights
+
+
+def test_enhance_with_released_weights(tmp_path, registry):
+    model, weights = _released_lut3d(tmp_path, registry)
     photo = tmp_path / "one.png"
     _save(photo, fake_photo(3, 60, 80))
     res = _invoke(["enhance", "--enhancer", "lut3d", "--weights", str(weights), "--input", str(photo),
@@ -162,15 +168,7 @@ def test_a_bad_reference_stops_enhance_before_anything_is_written(run_dir, tmp_p
 
 
 def test_max_size_shrinks_the_photo_and_its_alpha_together(tmp_path, registry):
-    from piebench.interfaces import BuildContext
-
-    torch.manual_seed(0)
-    model = registry.get("enhancer", "lut3d").create(BuildContext(), "paper")
-    weights = tmp_path / "w"
-    weights.mkdir()
-    torch.save(model.classifier.state_dict(), weights / "classifier.pth")
-    torch.save({str(k): {"LUT": model.luts[k].detach().clone()} for k in range(model.luts.shape[0])},
-               weights / "LUTs.pth")
+    model, weights = _released_lut3d(tmp_path, registry)
     rgba = np.concatenate([np.rint(fake_photo(3, 60, 80) * 255), np.full((60, 80, 1), 255.0)], axis=-1)
     rgba[:30, :, 3] = 0
     (tmp_path / "in").mkdir()
