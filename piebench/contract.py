@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import PiebenchError, PluginError, UsageError
-from .interfaces import BuildContext, Encoder, Enhancer, Loss, Preference, RefSet, check_compatible
+from .interfaces import Batch, BuildContext, Encoder, Enhancer, Loss, Preference, RefSet, check_compatible
 from .registry import partner_order
 
 #: What each kind's builder must return (metrics: a callable; datasets: a PieDataset).
@@ -67,10 +67,19 @@ def check_signature(spec: Any, ctx: Any, params: dict, user_params: dict | None 
 
 
 def check_type(spec: Any, obj: Any) -> None:
-    """Refuse a built component of the wrong type, naming its plugin."""
+    """Refuse a built component of the wrong type, naming its plugin.
+
+    An encoder must also implement ``embed`` (every evaluation calls it, and embedding losses
+    train through it): one that keeps :meth:`piebench.Encoder.embed` is refused here, before
+    training, not after it.
+    """
     if spec.kind in RETURNS:
         want = RETURNS[spec.kind]
         ok, what = isinstance(obj, want), f"a piebench.{want.__name__} (an nn.Module subclass)"
+        if ok and spec.kind == "encoder" and getattr(type(obj), "embed", None) is Encoder.embed:
+            raise PluginError(f"{who(spec)}: its class {type(obj).__name__} does not implement embed(images) -> "
+                              f"[M, D], which evaluation and embedding losses call; see "
+                              f"piebench.hookspecs.register_encoders")
     elif spec.kind == "metric":
         ok, what = callable(obj), "a callable (output, target) -> [B]"
     else:
@@ -100,7 +109,29 @@ def build_checked(spec: Any, ctx: Any = None, configuration: str | None = None,
     except Exception as err:  # noqa: BLE001 - a plugin bug: name the plugin, one line
         raise PluginError(f"{who(spec)} failed to build: {type(err).__name__}: {err}") from err
     check_type(spec, obj)
-    return obj
+    return CheckedMetric(spec, obj) if spec.kind == "metric" else obj
+
+
+def check_metric_values(spec: Any, values: Any, batch: int) -> Any:
+    """``values`` if it is a tensor of shape ``(batch,)``, else a PluginError naming the plugin."""
+    if not isinstance(values, torch.Tensor):
+        raise PluginError(f"{who(spec)}: on a batch of {batch} image pairs it returned {_describe(values)}, "
+                          f"not a torch.Tensor of shape ({batch},); see piebench.hookspecs.register_metrics")
+    if tuple(values.shape) != (batch,):
+        raise PluginError(f"{who(spec)}: on a batch of {batch} image pairs it returned shape {tuple(values.shape)}, "
+                          f"expected ({batch},) (one value per image)")
+    return values
+
+
+class CheckedMetric:
+    """A built metric whose every result is checked (:func:`check_metric_values`), so a metric of the
+    wrong return type stops a run with one line naming its plugin instead of an internal error."""
+
+    def __init__(self, spec: Any, fn: Any) -> None:
+        self.spec, self.fn = spec, fn
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return check_metric_values(self.spec, self.fn(output, target), output.shape[0])
 
 
 # ---------------------------------------------------------------------------------- probing
@@ -164,6 +195,16 @@ class Prober:
             shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else _describe(vector)
             raise PluginError(f"{who(spec)}: forward on {_B} users x {_N} references of "
                               f"{_SIZE}x{_SIZE} returned a vector of shape {shape}, expected ({_B}, D)")
+        dim = vector.shape[1]
+        if getattr(enc, "dim", None) != dim:
+            raise PluginError(f"{who(spec)}: its dim is {getattr(enc, 'dim', None)!r} but forward returned vectors "
+                              f"of length {dim} (enhancers size themselves from the encoder's dim)")
+        with torch.no_grad():
+            emb = enc.embed(_refs().targets[:, 0])
+        if not isinstance(emb, torch.Tensor) or tuple(emb.shape) != (_B, dim):
+            got = tuple(emb.shape) if isinstance(emb, torch.Tensor) else _describe(emb)
+            raise PluginError(f"{who(spec)}: embed on {_B} images of {_SIZE}x{_SIZE} returned {got}, expected "
+                              f"({_B}, {dim}) (one row of length dim per image)")
         return enc, pref
 
     def _encoder(self, spec: Any) -> None:
@@ -206,15 +247,29 @@ class Prober:
         loss = build_checked(spec, _ctx(encoder=encoder))
         if loss.kind not in ("image", "embedding"):
             raise PluginError(f"{who(spec)}: kind is {loss.kind!r}, expected 'image' or 'embedding'")
+        g = torch.Generator().manual_seed(3)
+        if loss.kind == "image":
+            x, target = torch.rand(_B, 3, _SIZE, _SIZE, generator=g), torch.rand(_B, 3, _SIZE, _SIZE, generator=g)
+            batch = Batch(input=x, target=target, refs=_refs(), user=torch.arange(_B), photo=torch.arange(_B))
+            args, what = (x.clone().requires_grad_(True), target, batch), f"an output of shape {tuple(x.shape)}"
+        elif encoder is not None:
+            emb = torch.nn.functional.normalize(torch.rand(2 * _B, max(1, int(encoder.dim)), generator=g), dim=1)
+            args, what = (emb, torch.arange(_B).repeat_interleave(2)), f"embeddings of shape {tuple(emb.shape)}"
+        else:
+            return
+        try:
+            value = loss(*args)
+        except Exception:  # noqa: BLE001 - needs more than a tiny batch (a partner, weights): not reported
+            return
+        if not isinstance(value, torch.Tensor) or value.ndim != 0:
+            got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else _describe(value)
+            raise PluginError(f"{who(spec)}: forward on {what} returned {got}, expected a scalar tensor "
+                              f"(shape ()); see piebench.hookspecs.register_losses")
 
     def _metric(self, spec: Any) -> None:
-        fn = build_checked(spec, BuildContext())
+        fn = build_checked(spec, BuildContext())  # checks every result
         g = torch.Generator().manual_seed(2)
-        a, b = torch.rand(_B, 3, 64, 64, generator=g), torch.rand(_B, 3, 64, 64, generator=g)
-        out = torch.as_tensor(fn(a, b))
-        if out.shape != (_B,):
-            raise PluginError(f"{who(spec)}: on a batch of {_B} image pairs it returned shape {tuple(out.shape)}, "
-                              f"expected ({_B},) (one value per image)")
+        fn(torch.rand(_B, 3, 64, 64, generator=g), torch.rand(_B, 3, 64, 64, generator=g))
 
     def _dataset(self, spec: Any) -> None:
         check_signature(spec, _ctx(), spec.params(None))

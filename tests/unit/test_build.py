@@ -11,7 +11,7 @@ from torch import nn
 from piebench.build import build_metrics
 from piebench.contract import Prober, build_checked, probe
 from piebench.errors import PluginError, UsageError
-from piebench.interfaces import BuildContext, Encoder, Enhancer, Preference
+from piebench.interfaces import BuildContext, Encoder, Enhancer, Loss, Preference
 from piebench.registry import Registry, Spec
 
 
@@ -85,8 +85,40 @@ class _Gain(Enhancer):
 class _FlatEncoder(Encoder):
     dim = 4
 
+    def embed(self, images):
+        return torch.zeros(images.shape[0], 4)
+
     def forward(self, refs):
         return Preference(vector=torch.zeros(refs.targets.shape[0] * 4))  # 1-D: the wrong shape
+
+
+class _NoEmbed(Encoder):
+    dim = 4
+
+    def forward(self, refs):
+        return Preference(vector=torch.zeros(refs.targets.shape[0], 4))
+
+
+class _PerPixel(Loss):
+    def forward(self, output, target, batch):
+        return (output - target).abs()  # not reduced to a scalar
+
+
+def test_an_encoder_without_embed_is_refused_before_training():
+    spec = Spec("encoder", "tp-noembed", lambda ctx: _NoEmbed(), plugin="tp")
+    with pytest.raises(PluginError, match=r"^encoder 'tp-noembed' \(plugin 'tp'\): its class _NoEmbed does not "
+                                          r"implement embed\(images\) -> \[M, D\]"):
+        build_checked(spec, BuildContext())
+
+
+def test_a_metric_returning_numpy_is_one_line_naming_its_plugin():
+    spec = Spec("metric", "tp-np", lambda ctx: (lambda o, t: (o - t).abs().mean((1, 2, 3)).numpy()), plugin="tp")
+    fn = build_checked(spec)
+    with pytest.raises(PluginError, match=r"^metric 'tp-np' \(plugin 'tp'\): on a batch of 3 image pairs it "
+                                          r"returned a numpy.ndarray, not a torch.Tensor of shape \(3,\)"):
+        fn(torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8))
+    ok = build_checked(Spec("metric", "tp-ok", lambda ctx: (lambda o, t: (o - t).abs().mean((1, 2, 3))), plugin="tp"))
+    assert ok(torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)).tolist() == [1.0, 1.0]
 
 
 def _registry(registry, *specs):
@@ -105,9 +137,10 @@ def test_probe_reports_wrong_output_shapes_and_types_once_each(registry):
                     Spec("encoder", "tp-flat", lambda ctx: _FlatEncoder(), plugin="tp"),
                     Spec("metric", "tp-scalar", lambda ctx: (lambda o, t: (o - t).abs().mean()), plugin="tp"),
                     Spec("metric", "tp-ok", lambda ctx: (lambda o, t: (o - t).abs().mean((1, 2, 3))), plugin="tp"),
-                    Spec("loss", "tp-fn", lambda ctx: _forward, plugin="tp"))
+                    Spec("loss", "tp-fn", lambda ctx: _forward, plugin="tp"),
+                    Spec("loss", "tp-pixel", lambda ctx: _PerPixel(), plugin="tp"))
     lines = probe(reg, ["encoder", "enhancer", "loss", "metric"], plugins={"tp"})
-    assert len(lines) == 5, lines
+    assert len(lines) == 6, lines
     by_name = {(line.split()[0], line.split("'")[1]): line for line in lines}
     assert by_name["enhancer", "tp-crop"] == ("enhancer 'tp-crop' (plugin 'tp'): forward on input (2, 3, 32, 32) (paired with "
                                   "encoder 'angular') returned (2, 3, 28, 32), expected (2, 3, 32, 32) (the input's shape)")
@@ -115,8 +148,10 @@ def test_probe_reports_wrong_output_shapes_and_types_once_each(registry):
     assert "returned a function (_forward), not a piebench.Loss" in by_name["loss", "tp-fn"]
     assert "returned a vector of shape (8,), expected (2, D)" in by_name["encoder", "tp-flat"]
     assert "returned shape (), expected (2,)" in by_name["metric", "tp-scalar"]
+    assert ("forward on an output of shape (2, 3, 32, 32) returned shape (2, 3, 32, 32), expected a scalar tensor"
+            in by_name["loss", "tp-pixel"])
     assert Prober(reg).problem(reg.get("enhancer", "tp-ok")) is None
 
 
 def test_probe_finds_nothing_wrong_with_the_built_ins(registry):
-    assert probe(registry, ["enhancer", "metric"]) == []
+    assert probe(registry, ["encoder", "enhancer", "loss", "metric"]) == []
