@@ -11,7 +11,7 @@ these hooks. It is found through the ``piebench`` entry-point group::
 
 Registration hooks receive a ``register`` callback::
 
-    register(name, build, *, description, paper="", configurations=None, version="1",
+    register(name, build, *, description="", paper="", configurations=None, version="1",
              meta=None, **typed_fields)
 
 * ``build`` is called as ``build(ctx, **params)`` for every kind: ``ctx`` is a
@@ -33,7 +33,8 @@ Registration hooks receive a ``register`` callback::
 * typed fields, per kind (each hook below lists its own; they become attributes of
   :class:`piebench.registry.Spec`). Any other keyword is reported in one warning line naming
   the plugin (``PIEBENCH_STRICT_PLUGINS=1``: an error) and kept in ``meta``; a value of the
-  wrong type is an error naming the plugin.
+  wrong type is one warning line naming the plugin (strict: an error) and that component is
+  not registered.
 
 Pairing: an encoder and an enhancer pair when the enhancer's ``consumes`` is a subset of the
 encoder's ``provides`` (both default to ``["vector"]``); :func:`piebench.registry.compatible`
