@@ -186,6 +186,10 @@ class Prober:
     @staticmethod
     def _run_encoder(spec: Any) -> tuple[Encoder, Preference]:
         enc = build_checked(spec, _ctx())
+        missing = sorted(set(spec.provides) - set(enc.provides))
+        if missing:  # pairing trusts the registration: it must not promise more than the model gives
+            raise PluginError(f"{who(spec)}: registered provides={list(spec.provides)}, but the built encoder does "
+                              f"not provide {', '.join(missing)} (its provides: {sorted(enc.provides)})")
         with torch.no_grad():
             pref = enc.eval()(_refs())
         if not isinstance(pref, Preference):
@@ -225,6 +229,10 @@ class Prober:
                 raise
             except PiebenchError:  # refuses this partner: try the next
                 continue
+            extra = sorted(set(enh.consumes) - set(spec.consumes))
+            if extra:  # pairing trusts the registration: the model must not read more than it declares
+                raise PluginError(f"{who(spec)}: the built enhancer consumes {', '.join(extra)}, which its "
+                                  f"registration does not declare (consumes={list(spec.consumes)})")
             if check_compatible(partner, enc, spec.name, enh):
                 continue
             x = torch.rand(_B, 3, _SIZE, _SIZE, generator=torch.Generator().manual_seed(1))

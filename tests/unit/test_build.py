@@ -153,5 +153,20 @@ def test_probe_reports_wrong_output_shapes_and_types_once_each(registry):
     assert Prober(reg).problem(reg.get("enhancer", "tp-ok")) is None
 
 
+class _ReadsMaps(_Gain):
+    consumes = frozenset({"vector", "maps"})
+
+
+def test_probe_holds_the_built_models_to_their_registered_pairing_fields(registry):
+    reg = _registry(registry,
+                    Spec("encoder", "tp-promises", lambda ctx: _FlatEncoder(), plugin="tp", provides=("vector", "maps")),
+                    Spec("enhancer", "tp-reads", lambda ctx: _ReadsMaps(), plugin="tp", pairs_with="angular"))
+    assert probe(reg, ["encoder", "enhancer"], plugins={"tp"}) == [
+        "encoder 'tp-promises' (plugin 'tp'): registered provides=['vector', 'maps'], but the built encoder does not "
+        "provide maps (its provides: ['vector'])",
+        "enhancer 'tp-reads' (plugin 'tp'): the built enhancer consumes maps, which its registration does not "
+        "declare (consumes=['vector'])"]
+
+
 def test_probe_finds_nothing_wrong_with_the_built_ins(registry):
     assert probe(registry, ["encoder", "enhancer", "loss", "metric"]) == []
