@@ -158,8 +158,8 @@ def register_loggers(register):
 def on_run_start(run):
     """A run is about to train (``config.json``, ``manifest.json`` and ``record.json`` are
     written; also on resume): ``run`` has ``config`` (the resolved configuration), ``run_dir``
-    (a Path), ``record`` (the record, a dict: read it, do not change it) and ``loggers`` (the
-    names given with ``--log``). Lifecycle hooks run on the main process only."""
+    (a Path), ``record`` (the record, a dict: read it, do not change it), ``loggers`` (the
+    names given with ``--log``) and ``run_key``. Lifecycle hooks run on the main process only."""
 
 
 @hookspec
