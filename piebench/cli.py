@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .errors import PiebenchError
 
 #: (module, command attribute) for every sub-command.

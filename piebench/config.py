@@ -13,8 +13,8 @@ that train, losses with weights, steps and learning rates per module.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
+import inspect
+import operator
 import re
 import tomllib
 from importlib import resources
@@ -23,6 +23,8 @@ from typing import Any
 
 from . import jsonio
 from .errors import PiebenchError, UsageError, did_you_mean
+from .hashing import canonical_hash
+from .plugins import get_registry
 
 _EVAL_KEYS = {"dataset", "data", "refs", "draws", "max_photos", "seed", "metrics", "batch_photos", "refs_curve",
               "test_resolution"}
@@ -44,8 +46,6 @@ MAX_SEED = 2**32 - 1
 
 def check_seed(seed: Any, flag: str = "--seed") -> int:
     """``seed`` as an int in [0, 2**32 - 1], else a UsageError."""
-    import operator
-
     try:
         value = operator.index(seed) if not isinstance(seed, bool) else None
     except TypeError:
@@ -315,10 +315,6 @@ def inherited_data(dataset: str, protocol_data: dict[str, Any]) -> dict[str, Any
     does not take are dropped. ``resolution`` comes first; ``--set eval.data.KEY=...`` still
     overrides any of them. An unknown dataset takes nothing (building it reports the name).
     """
-    import inspect
-
-    from .plugins import get_registry
-
     try:
         params = inspect.signature(get_registry().get("dataset", dataset).build).parameters
     except (PiebenchError, TypeError, ValueError):
@@ -343,8 +339,6 @@ def model_versions(encoder: str, enhancer: str) -> dict[str, str]:
     """The registered versions of the two models: part of the run key, so that a sweep never
     reuses (nor a resume continues) a run of an older architecture. Unknown names are left out
     (building the run reports them)."""
-    from .plugins import get_registry
-
     registry, out = get_registry(), {}
     for kind, name in (("encoder", encoder), ("enhancer", enhancer)):
         try:
@@ -406,11 +400,6 @@ def _validate_resolved(cfg: dict) -> None:
     fraction = cfg.get("store_fraction", 0.5)
     if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise UsageError(f"--store-fraction must be in (0, 1], got {fraction!r}")
-
-
-def canonical_hash(obj: Any) -> str:
-    """sha256 of the canonical JSON of ``obj`` (first 16 hex digits)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 #: ``eval`` keys that never make two results incomparable: which metrics a run computes (a run

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .data import PieDataset
 from .errors import PiebenchError, PluginError, UsageError
 from .interfaces import BuildContext, Encoder, Enhancer, Loss, Preference, RefSet, check_compatible
 from .registry import partner_order
@@ -74,8 +75,6 @@ def check_type(spec: Any, obj: Any) -> None:
     elif spec.kind == "metric":
         ok, what = callable(obj), "a callable (output, target) -> [B]"
     else:
-        from .data import PieDataset
-
         ok, what = isinstance(obj, PieDataset), "a piebench.data.PieDataset"
     if not ok:
         raise PluginError(f"{who(spec)}: its builder returned {_describe(obj)}, not {what}; see "

@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from .. import jsonio
 from ..errors import UsageError
+from ..hashing import canonical_hash
 from . import PhotoInfo, PieDataset, UserInfo
+from .icc import description
 from .images import Image, fit, read_image, same_shape
 
 FORMAT = "piebench-store/1"
@@ -164,7 +167,6 @@ class _null:
 def _progress(total: int, start: int, name: str, enabled: bool) -> Callable[[int | None], None]:
     if not enabled:
         return lambda n: None
-    from tqdm import tqdm
 
     bar = tqdm(total=total, initial=start, desc=f"prepare {name}", unit="photo")
 
@@ -221,8 +223,6 @@ def _prepare_photo(photo: PhotoSource, users: list[str], size: tuple[int, int] |
 
 def _icc_name(icc: bytes | None) -> str | None:
     """The embedded profile's description for the manifest (what the reader converted from)."""
-    from .icc import description
-
     return (description(icc) or "unnamed") if icc else None
 
 
@@ -299,8 +299,6 @@ def load_store(path: str | pathlib.Path, *, users: Iterable[str] | None = None, 
     The plain case is a zero-copy memory map; a reordering, a subset that is not a leading
     block, or a resize is written once to ``$PIEBENCH_CACHE`` (streamed photo by photo).
     """
-    from ..config import canonical_hash
-
     path = pathlib.Path(path).resolve()
     meta = read_store_meta(path)
     names = list(meta["users"])

@@ -21,18 +21,22 @@ silently skipped. :func:`synth` writes a ``folder`` dataset: ``out/input/NAME.pn
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
+import shutil
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image as PILImage
 
 from .. import jsonio
 from ..errors import UsageError
-from .images import list_images, quantise, read_image, to_srgb
+from ..outputs import refuse_overlap
+from .images import list_images, quantise, read_image, resize, to_srgb
 from .retouch import LIGHTROOM, RetouchParams, retouch
 
 CRS = "http://ns.adobe.com/camera-raw-settings/1.0/"
@@ -156,8 +160,6 @@ def _user_name(stem: str, taken: set[str]) -> str:
 
 
 def _resize_long(image: np.ndarray, max_size: int) -> np.ndarray:
-    from .images import resize
-
     h, w = image.shape[:2]
     if max_size <= 0 or max(h, w) <= max_size:
         return image
@@ -180,13 +182,6 @@ def synth(presets: str | pathlib.Path, photos: str | pathlib.Path, out: str | pa
     "replaced": [files]}``; with ``warn`` the unsupported settings are also reported in one
     ``UserWarning``.
     """
-    import os
-    import shutil
-
-    from PIL import Image as PILImage
-
-    from ..outputs import refuse_overlap
-
     photos = pathlib.Path(photos)
     out = pathlib.Path(out)
     refuse_overlap(out, "--out", [("--photos", photos), ("--presets", presets)])

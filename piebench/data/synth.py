@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from ..errors import UsageError
 from .retouch import PARAM_NAMES, RetouchParams
@@ -42,7 +43,6 @@ def _skimage(name: str) -> Callable[[], np.ndarray]:
 
 def _grace_hopper() -> np.ndarray:
     import matplotlib.cbook as cbook
-    from PIL import Image
 
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         return np.asarray(Image.open(f).convert("RGB"))
@@ -135,8 +135,6 @@ def crop_boxes(height: int, width: int, count: int, rng: np.random.Generator,
 def render_crops(image: np.ndarray, boxes: np.ndarray, resolution: int):
     """Yield each box of ``image`` resized to ``resolution`` square, uint8 ``[R, R, 3]``
     (PIL's Lanczos filter, which anti-aliases when shrinking)."""
-    from PIL import Image
-
     pil = Image.fromarray(np.ascontiguousarray(image[..., :3]))
     for box in boxes:
         yield np.asarray(pil.resize((resolution, resolution), Image.Resampling.LANCZOS,
