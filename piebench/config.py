@@ -221,78 +221,26 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
     the run stays in the same leaderboard table).
     """
     proto = load_protocol(protocol) if isinstance(protocol, str) else copy.deepcopy(protocol)
-    train = copy.deepcopy(proto["train"])
-    sched_name = schedule or train.get("schedule", "two-stage")
-    schedules = train.pop("schedules")
-    if sched_name not in schedules:
-        raise UsageError(f"unknown schedule '{sched_name}'{did_you_mean(sched_name, sorted(schedules))}; "
-                         f"choose one of: {', '.join(sorted(schedules))}")
-    train["schedule"] = sched_name
-    train["stages"] = copy.deepcopy(schedules[sched_name]["stages"])
-    cfg: dict[str, Any] = {
-        "protocol": {"name": proto["name"], "version": proto["version"],
-                     "description": proto.get("description", ""), "ranking": proto.get("ranking", True)},
-        "encoder": {"name": encoder, "configuration": encoder_config or train.pop("encoder_config", "small"),
-                    "pretrained": bool(pretrained), "params": {}},
-        "enhancer": {"name": enhancer, "configuration": enhancer_config or train.pop("enhancer_config", "small"),
-                     "params": {}},
-        "blind": bool(blind),
-        "seed": check_seed(seed),
-        "device": device,
-        "store_device": store_device,
-        "eval": copy.deepcopy(proto["eval"]),
-        "train": train,
-        "overrides": [],
-    }
-    train.pop("encoder_config", None)
-    train.pop("enhancer_config", None)
+    cfg = _base_config(proto, encoder=encoder, enhancer=enhancer, schedule=schedule, seed=seed, device=device,
+                       blind=blind, pretrained=pretrained, encoder_config=encoder_config,
+                       enhancer_config=enhancer_config, store_device=store_device)
     if store_fraction is not None:
         cfg["store_fraction"] = float(store_fraction)
     for key, value in (("amp", amp), ("channels_last", channels_last), ("compile", compile)):
         if value:
-            train[key] = value
+            cfg["train"][key] = value
             cfg["overrides"].append(f"{key}={value}")
     cfg["eval"].setdefault("data", {})
     cfg["eval"]["metrics"] = list(dict.fromkeys([*cfg["eval"].get("metrics", []), *metrics]))
     if dataset:
-        name, _, arg = dataset.partition(":")
-        cfg["eval"]["dataset"] = name
-        inherited = inherited_data(name, proto["eval"].get("data") or {})
-        cfg["eval"]["data"] = {**({"root": arg} if arg else {}), **inherited}
-        cfg["overrides"].append(f"dataset={dataset}")
+        _set_dataset(cfg, dataset, proto["eval"].get("data") or {})
     if refs is not None:
-        if refs < 1:
-            raise UsageError(f"--refs must be at least 1, got {refs}")
-        cfg["train"]["refs"] = cfg["eval"]["refs"] = int(refs)
-        cfg["overrides"].append(f"refs={refs}")
+        _set_refs(cfg, refs)
     if steps is not None:
-        if steps < 1:
-            raise UsageError(f"--steps must be at least 1, got {steps}")
-        total = sum(s["steps"] for s in cfg["train"]["stages"])
-        left = steps
-        for i, stage in enumerate(cfg["train"]["stages"]):
-            n = left if i == len(cfg["train"]["stages"]) - 1 else max(1, round(stage["steps"] * steps / total))
-            stage["steps"] = max(1, min(n, left - (len(cfg["train"]["stages"]) - 1 - i)))
-            left -= stage["steps"]
-        cfg["overrides"].append(f"steps={steps}")
+        _set_steps(cfg, steps)
     for item in losses:
-        name, weight = parse_loss(item)
-        for stage in cfg["train"]["stages"]:
-            if "enhancer" in stage["train"]:
-                if weight == 0:
-                    stage["losses"].pop(name, None)
-                else:
-                    stage["losses"][name] = weight
-        cfg["overrides"].append(f"loss.{name}={weight}")
-    for key, value in (("encoder", lr_encoder), ("enhancer", lr_enhancer)):
-        if value is None:
-            continue
-        if not value > 0:
-            raise UsageError(f"--lr-{key} must be > 0, got {value}")
-        for stage in cfg["train"]["stages"]:
-            if "enhancer" in stage["train"] and key in stage["lr"]:
-                stage["lr"][key] = float(value)
-        cfg["overrides"].append(f"lr.{key}={value}")
+        _set_loss(cfg, item)
+    _set_learning_rates(cfg, {"encoder": lr_encoder, "enhancer": lr_enhancer})
     for item in sets:
         parts, value = parse_set(item)
         _set_path(cfg, parts, value, item)
@@ -302,6 +250,92 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
     _validate_resolved(cfg)
     cfg["versions"] = model_versions(encoder, enhancer)
     return cfg
+
+
+def _base_config(proto: dict, *, encoder: str, enhancer: str, schedule: str | None, seed: int, device: str,
+                 blind: bool, pretrained: bool, encoder_config: str | None, enhancer_config: str | None,
+                 store_device: str) -> dict[str, Any]:
+    """The protocol's configuration with the chosen schedule's stages and models, before overrides."""
+    train = copy.deepcopy(proto["train"])
+    sched_name = schedule or train.get("schedule", "two-stage")
+    schedules = train.pop("schedules")
+    if sched_name not in schedules:
+        raise UsageError(f"unknown schedule '{sched_name}'{did_you_mean(sched_name, sorted(schedules))}; "
+                         f"choose one of: {', '.join(sorted(schedules))}")
+    train["schedule"] = sched_name
+    train["stages"] = copy.deepcopy(schedules[sched_name]["stages"])
+    encoder_config = encoder_config or train.get("encoder_config", "small")
+    enhancer_config = enhancer_config or train.get("enhancer_config", "small")
+    train.pop("encoder_config", None)
+    train.pop("enhancer_config", None)
+    return {
+        "protocol": {"name": proto["name"], "version": proto["version"],
+                     "description": proto.get("description", ""), "ranking": proto.get("ranking", True)},
+        "encoder": {"name": encoder, "configuration": encoder_config, "pretrained": bool(pretrained), "params": {}},
+        "enhancer": {"name": enhancer, "configuration": enhancer_config, "params": {}},
+        "blind": bool(blind),
+        "seed": check_seed(seed),
+        "device": device,
+        "store_device": store_device,
+        "eval": copy.deepcopy(proto["eval"]),
+        "train": train,
+        "overrides": [],
+    }
+
+
+def _set_dataset(cfg: dict, dataset: str, protocol_data: dict[str, Any]) -> None:
+    """``--dataset NAME[:ROOT]``: the dataset, its root, and the protocol's data keys it takes over."""
+    name, _, arg = dataset.partition(":")
+    cfg["eval"]["dataset"] = name
+    cfg["eval"]["data"] = {**({"root": arg} if arg else {}), **inherited_data(name, protocol_data)}
+    cfg["overrides"].append(f"dataset={dataset}")
+
+
+def _set_refs(cfg: dict, refs: int) -> None:
+    """``--refs N``: references per preference, in training and evaluation alike."""
+    if refs < 1:
+        raise UsageError(f"--refs must be at least 1, got {refs}")
+    cfg["train"]["refs"] = cfg["eval"]["refs"] = int(refs)
+    cfg["overrides"].append(f"refs={refs}")
+
+
+def _set_steps(cfg: dict, steps: int) -> None:
+    """``--steps N``: the total spread over the stages in proportion to their steps (each at least 1)."""
+    if steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {steps}")
+    stages = cfg["train"]["stages"]
+    total = sum(s["steps"] for s in stages)
+    left = steps
+    for i, stage in enumerate(stages):
+        n = left if i == len(stages) - 1 else max(1, round(stage["steps"] * steps / total))
+        stage["steps"] = max(1, min(n, left - (len(stages) - 1 - i)))
+        left -= stage["steps"]
+    cfg["overrides"].append(f"steps={steps}")
+
+
+def _set_loss(cfg: dict, item: str) -> None:
+    """``--loss NAME[:WEIGHT]``: add (or, weight 0, drop) a loss in every stage that trains the enhancer."""
+    name, weight = parse_loss(item)
+    for stage in cfg["train"]["stages"]:
+        if "enhancer" in stage["train"]:
+            if weight == 0:
+                stage["losses"].pop(name, None)
+            else:
+                stage["losses"][name] = weight
+    cfg["overrides"].append(f"loss.{name}={weight}")
+
+
+def _set_learning_rates(cfg: dict, rates: dict[str, float | None]) -> None:
+    """``--lr-encoder`` / ``--lr-enhancer``: the module's rate in every stage that trains the enhancer."""
+    for key, value in rates.items():
+        if value is None:
+            continue
+        if not value > 0:
+            raise UsageError(f"--lr-{key} must be > 0, got {value}")
+        for stage in cfg["train"]["stages"]:
+            if "enhancer" in stage["train"] and key in stage["lr"]:
+                stage["lr"][key] = float(value)
+        cfg["overrides"].append(f"lr.{key}={value}")
 
 
 def inherited_data(dataset: str, protocol_data: dict[str, Any]) -> dict[str, Any]:
