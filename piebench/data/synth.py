@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from skimage import data as skimage_data
 
 from ..errors import UsageError
 from .retouch import PARAM_NAMES, RetouchParams
@@ -32,11 +33,9 @@ class Scene:
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        from skimage import data
-
         if name == "stereo_motorcycle":
-            return np.asarray(data.stereo_motorcycle()[0])
-        return np.asarray(getattr(data, name)())
+            return np.asarray(skimage_data.stereo_motorcycle()[0])
+        return np.asarray(getattr(skimage_data, name)())
 
     return load
 
