@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -360,11 +359,3 @@ def _derived(path: pathlib.Path, meta: dict, idx: list[int], size: tuple[int, in
         (out / "done").write_text("ok\n")
     mm = np.memmap(out / "versions.u8", dtype=np.uint8, mode="r", shape=shape)
     return mm.transpose(1, 0, 2, 3, 4)
-
-
-def remove_store(path: str | pathlib.Path) -> None:
-    """Delete a store and its unfinished ``.partial`` twin."""
-    path = pathlib.Path(path)
-    for p in (path, path.with_name(path.name + ".partial")):
-        if p.exists():
-            shutil.rmtree(p)
