@@ -57,7 +57,6 @@ def _shrink(rgb: np.ndarray, alpha: np.ndarray | None, max_size: int) -> tuple[n
 def _thumb(rgb: np.ndarray, size: int) -> bytes:
     im = Image.fromarray(quantise(rgb))
     im.thumbnail((size, size))
-
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=90)
     return buf.getvalue()
@@ -93,7 +92,6 @@ def enhance_photos(files: list[pathlib.Path], out: pathlib.Path, run: Callable[[
     rows = []
     for f, name, kind in good:
         image = read_image(f)
-
         rgb, alpha = _shrink(to_srgb(image), image.alpha, max_size)
         image.alpha = alpha
         y = run(rgb, str(f))
