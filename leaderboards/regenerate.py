@@ -76,7 +76,7 @@ def render_throughput(records: Path = RECORDS) -> str | None:
     """The CPU throughput table from the bench records (the newest record per enhancer)."""
     from tabulate import tabulate
 
-    from piebench.bench import iter_bench_records
+    from piebench.benchfiles import iter_bench_records
 
     latest: dict[tuple[str, str], dict] = {}
     for rec in iter_bench_records(records):

@@ -103,7 +103,7 @@ Machine: {data.get('machine_info', {}).get('cpu', {}).get('brand_raw', '?')}; co
 def inference_section(records: Path) -> str | None:
     from tabulate import tabulate
 
-    from piebench.bench import iter_bench_records
+    from piebench.benchfiles import iter_bench_records
 
     latest: dict[str, dict] = {}
     for rec in iter_bench_records(records):

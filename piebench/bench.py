@@ -29,9 +29,9 @@ cost per pixel over that bound (1.0 = as fast as memory allows).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import ctypes
+import ctypes.util
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -40,10 +40,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from tabulate import tabulate
 
+from ._version import __version__
 from .errors import UsageError
 from .interfaces import BuildContext, Encoder, Enhancer, Preference, RefSet, check_compatible
+from .plugins import get_manager
 from .registry import partner_order
+from .runs import environment, git_commit, now
 
 #: Named sizes as (width, height); 16:9 frames.
 SIZES = {"240p": (426, 240), "360p": (640, 360), "480p": (854, 480), "720p": (1280, 720),
@@ -131,8 +135,6 @@ def build_for_bench(enhancer: str, encoder: str | None = None, configuration: st
     consumes nothing gets no encoder. The encoder's configuration defaults to the enhancer's
     when the encoder has one of that name, else ``small``.
     """
-    from .plugins import get_manager
-
     registry = get_manager().registry
     enh_spec = registry.get("enhancer", enhancer)
     if configuration not in enh_spec.configurations and enh_spec.configurations:
@@ -178,9 +180,6 @@ def _rss_kb(field_name: str) -> int | None:
 
 def _release_free_memory() -> None:
     """Give freed heap memory back to the OS (glibc ``malloc_trim``) so the RSS peak starts low."""
-    import ctypes
-    import ctypes.util
-
     with contextlib.suppress(OSError, AttributeError, TypeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
@@ -306,7 +305,7 @@ def full_resolution_cost(enhancer: Any, x: torch.Tensor, pref: Preference, *, ro
 def bench_enhancer(enhancer_name: str, *, encoder_name: str | None = None, configuration: str = "small",
                    encoder_configuration: str | None = None, sizes: list[tuple[str, int, int]],
                    settings: BenchSettings, progress: Any = None) -> dict[str, Any]:
-    """Measure ``enhancer_name`` at each size; returns a bench record (see :func:`write_bench_record`)."""
+    """Measure ``enhancer_name`` at each size; returns a bench record (see :func:`piebench.benchfiles.write_bench_record`)."""
     settings.check()
     device = settings.device
     if settings.threads:
@@ -381,9 +380,6 @@ def bench_enhancer(enhancer_name: str, *, encoder_name: str | None = None, confi
 
 def _record(enhancer_name: str, configuration: str, enc_name: str | None, enc_conf: str | None, enhancer: Any,
             settings: BenchSettings, params: dict, results: list[dict], ref_size: int) -> dict[str, Any]:
-    from . import __version__
-    from .runs import environment, git_commit, now
-
     return {
         "kind": "bench", "schema_version": 1, "piebench_version": __version__, "created": now(),
         "git_commit": git_commit(), "environment": environment(settings.device),
@@ -401,45 +397,12 @@ def _record(enhancer_name: str, configuration: str, enc_name: str | None, enc_co
     }
 
 
-def write_bench_record(record: dict[str, Any], runs_dir: str | Path = "runs") -> Path:
-    """Write ``record`` atomically to ``<runs>/bench/<enhancer>-<config>-<device>-<stamp>.json``."""
-    from .runs import atomic_write_json
-
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    s = record["settings"]
-    dev = s["device"].replace(":", "")
-    tags = "".join(f"-{t}" for t in (s["amp"], "cl" if s["channels_last"] else None,
-                                     "compiled" if s["compile"] else None) if t)
-    name = f"{record['enhancer']['name']}-{record['enhancer']['configuration']}-{dev}{tags}-{stamp}-{os.getpid()}.json"
-    path = Path(runs_dir) / "bench" / name
-    atomic_write_json(path, record)
-    return path
-
-
-def iter_bench_records(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """Every bench record under ``<runs>/bench`` (unreadable files skipped), oldest first."""
-    import json
-
-    out = []
-    for path in sorted((Path(runs_dir) / "bench").glob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(rec, dict) and rec.get("kind") == "bench":
-            rec["_path"] = str(path)
-            out.append(rec)
-    return sorted(out, key=lambda r: r.get("created", ""))
-
-
 def _ms(v: float) -> str:
     return f"{v:.1f}" if v >= 10 else f"{v:.3g}"
 
 
 def bench_table(record: dict[str, Any]) -> str:
     """The table ``piebench bench`` prints (one row per size)."""
-    from tabulate import tabulate
-
     rows = []
     for r in record["results"]:
         rows.append({

@@ -8,58 +8,76 @@ with the traceback only under ``--debug``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import traceback
 
 import click
+from click.utils import make_default_short_help
 
-from . import __version__
+from ._version import __version__
 from .errors import PiebenchError
-
-#: (module, command attribute) for every sub-command.
-COMMANDS = [
-    ("piebench.commands.run", "run"),
-    ("piebench.commands.listing", "list_cmd"),
-    ("piebench.commands.leaderboard", "leaderboard"),
-]
-OPTIONAL_COMMANDS = [
-    ("piebench.commands.bench", "bench"),
-    ("piebench.commands.sweep", "sweep"),
-    ("piebench.commands.sweep", "ablate"),
-    ("piebench.commands.users_curve", "users_curve_cmd"),
-    ("piebench.commands.report", "report"),
-    ("piebench.commands.data", "data"),
-    ("piebench.commands.enhance", "enhance"),
-]
 
 
 class DebugState:
     debug = False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Every sub-command: name -> (module, command attribute, the first sentence of its help). A
+#: command's module is imported only when that command runs, so ``piebench --help`` and
+#: ``piebench list`` do not load what ``run`` or ``report`` need; the summary shown by ``--help``
+#: is kept equal to the command's own help by tests/integration/test_cli_errors.py.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "ablate": ("piebench.commands.sweep", "ablate",
+               "Each --set change against the base config; PSNR deltas paired per image with 95% CIs."),
+    "bench": ("piebench.commands.bench", "bench",
+              "Images/s, MP/s, latency p50/p95, GFLOPs/MP and peak memory of ENHANCER's forward pass "
+              "(or, with --sampler, the training sampler's batches/s)."),
+    "data": ("piebench.commands.data", "data",
+             "Prepare datasets: `prepare fivek` (image store), `synth` (Lightroom presets -> users)."),
+    "enhance": ("piebench.commands.enhance", "enhance",
+                "Enhance --input photos; write them to --out (same names, format and bit depth) plus index.html."),
+    "leaderboard": ("piebench.commands.leaderboard", "leaderboard",
+                    "One table per evaluation spec of the finished runs in RUNS_DIR: ranked entries, then bounds "
+                    "and baselines."),
+    "list": ("piebench.commands.listing", "list_cmd",
+             "Show what is installed, which plugin (and version) provides it, and a description."),
+    "report": ("piebench.commands.report", "report",
+               "Write OUT/index.html for RUN_DIRS or for --protocol P (figures and images embedded)."),
+    "run": ("piebench.commands.run", "run",
+            "Train and evaluate ENCODER + ENHANCER; print the results table and the record path."),
+    "sweep": ("piebench.commands.sweep", "sweep",
+              "Run a grid of ENCODERS x ENHANCERS over SEEDS (finished runs are reused, unfinished resumed)."),
+    "users-curve": ("piebench.commands.users_curve", "users_curve_cmd",
+                    "Train at each number of training users; score the same held-out users from their references."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a sub-command's module only when the command is looked up to run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name, (module, _, _) in COMMANDS.items() if importlib.util.find_spec(module))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or name not in self.list_commands(ctx):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, make_default_short_help(COMMANDS[name][2], limit)) for name in names])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="piebench")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 def cli(debug: bool) -> None:
     """piebench: benchmark personalized image enhancement (encoders x enhancers)."""
     DebugState.debug = debug
-
-
-def _add_commands() -> None:
-    for module, attr in COMMANDS:
-        cli.add_command(getattr(importlib.import_module(module), attr))
-    for module, attr in OPTIONAL_COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name == module:
-                continue
-            raise
-        if hasattr(mod, attr):
-            cli.add_command(getattr(mod, attr))
-
-
-_add_commands()
 
 
 def one_line(text: str) -> str:

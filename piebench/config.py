@@ -13,8 +13,8 @@ that train, losses with weights, steps and learning rates per module.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
+import inspect
+import operator
 import re
 import tomllib
 from importlib import resources
@@ -23,6 +23,8 @@ from typing import Any
 
 from . import jsonio
 from .errors import PiebenchError, UsageError, did_you_mean
+from .hashing import canonical_hash
+from .plugins import get_registry
 
 _EVAL_KEYS = {"dataset", "data", "refs", "draws", "max_photos", "seed", "metrics", "batch_photos", "refs_curve",
               "test_resolution"}
@@ -44,8 +46,6 @@ MAX_SEED = 2**32 - 1
 
 def check_seed(seed: Any, flag: str = "--seed") -> int:
     """``seed`` as an int in [0, 2**32 - 1], else a UsageError."""
-    import operator
-
     try:
         value = operator.index(seed) if not isinstance(seed, bool) else None
     except TypeError:
@@ -221,78 +221,26 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
     the run stays in the same leaderboard table).
     """
     proto = load_protocol(protocol) if isinstance(protocol, str) else copy.deepcopy(protocol)
-    train = copy.deepcopy(proto["train"])
-    sched_name = schedule or train.get("schedule", "two-stage")
-    schedules = train.pop("schedules")
-    if sched_name not in schedules:
-        raise UsageError(f"unknown schedule '{sched_name}'{did_you_mean(sched_name, sorted(schedules))}; "
-                         f"choose one of: {', '.join(sorted(schedules))}")
-    train["schedule"] = sched_name
-    train["stages"] = copy.deepcopy(schedules[sched_name]["stages"])
-    cfg: dict[str, Any] = {
-        "protocol": {"name": proto["name"], "version": proto["version"],
-                     "description": proto.get("description", ""), "ranking": proto.get("ranking", True)},
-        "encoder": {"name": encoder, "configuration": encoder_config or train.pop("encoder_config", "small"),
-                    "pretrained": bool(pretrained), "params": {}},
-        "enhancer": {"name": enhancer, "configuration": enhancer_config or train.pop("enhancer_config", "small"),
-                     "params": {}},
-        "blind": bool(blind),
-        "seed": check_seed(seed),
-        "device": device,
-        "store_device": store_device,
-        "eval": copy.deepcopy(proto["eval"]),
-        "train": train,
-        "overrides": [],
-    }
-    train.pop("encoder_config", None)
-    train.pop("enhancer_config", None)
+    cfg = _base_config(proto, encoder=encoder, enhancer=enhancer, schedule=schedule, seed=seed, device=device,
+                       blind=blind, pretrained=pretrained, encoder_config=encoder_config,
+                       enhancer_config=enhancer_config, store_device=store_device)
     if store_fraction is not None:
         cfg["store_fraction"] = float(store_fraction)
     for key, value in (("amp", amp), ("channels_last", channels_last), ("compile", compile)):
         if value:
-            train[key] = value
+            cfg["train"][key] = value
             cfg["overrides"].append(f"{key}={value}")
     cfg["eval"].setdefault("data", {})
     cfg["eval"]["metrics"] = list(dict.fromkeys([*cfg["eval"].get("metrics", []), *metrics]))
     if dataset:
-        name, _, arg = dataset.partition(":")
-        cfg["eval"]["dataset"] = name
-        inherited = inherited_data(name, proto["eval"].get("data") or {})
-        cfg["eval"]["data"] = {**({"root": arg} if arg else {}), **inherited}
-        cfg["overrides"].append(f"dataset={dataset}")
+        _set_dataset(cfg, dataset, proto["eval"].get("data") or {})
     if refs is not None:
-        if refs < 1:
-            raise UsageError(f"--refs must be at least 1, got {refs}")
-        cfg["train"]["refs"] = cfg["eval"]["refs"] = int(refs)
-        cfg["overrides"].append(f"refs={refs}")
+        _set_refs(cfg, refs)
     if steps is not None:
-        if steps < 1:
-            raise UsageError(f"--steps must be at least 1, got {steps}")
-        total = sum(s["steps"] for s in cfg["train"]["stages"])
-        left = steps
-        for i, stage in enumerate(cfg["train"]["stages"]):
-            n = left if i == len(cfg["train"]["stages"]) - 1 else max(1, round(stage["steps"] * steps / total))
-            stage["steps"] = max(1, min(n, left - (len(cfg["train"]["stages"]) - 1 - i)))
-            left -= stage["steps"]
-        cfg["overrides"].append(f"steps={steps}")
+        _set_steps(cfg, steps)
     for item in losses:
-        name, weight = parse_loss(item)
-        for stage in cfg["train"]["stages"]:
-            if "enhancer" in stage["train"]:
-                if weight == 0:
-                    stage["losses"].pop(name, None)
-                else:
-                    stage["losses"][name] = weight
-        cfg["overrides"].append(f"loss.{name}={weight}")
-    for key, value in (("encoder", lr_encoder), ("enhancer", lr_enhancer)):
-        if value is None:
-            continue
-        if not value > 0:
-            raise UsageError(f"--lr-{key} must be > 0, got {value}")
-        for stage in cfg["train"]["stages"]:
-            if "enhancer" in stage["train"] and key in stage["lr"]:
-                stage["lr"][key] = float(value)
-        cfg["overrides"].append(f"lr.{key}={value}")
+        _set_loss(cfg, item)
+    _set_learning_rates(cfg, {"encoder": lr_encoder, "enhancer": lr_enhancer})
     for item in sets:
         parts, value = parse_set(item)
         _set_path(cfg, parts, value, item)
@@ -302,6 +250,92 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
     _validate_resolved(cfg)
     cfg["versions"] = model_versions(encoder, enhancer)
     return cfg
+
+
+def _base_config(proto: dict, *, encoder: str, enhancer: str, schedule: str | None, seed: int, device: str,
+                 blind: bool, pretrained: bool, encoder_config: str | None, enhancer_config: str | None,
+                 store_device: str) -> dict[str, Any]:
+    """The protocol's configuration with the chosen schedule's stages and models, before overrides."""
+    train = copy.deepcopy(proto["train"])
+    sched_name = schedule or train.get("schedule", "two-stage")
+    schedules = train.pop("schedules")
+    if sched_name not in schedules:
+        raise UsageError(f"unknown schedule '{sched_name}'{did_you_mean(sched_name, sorted(schedules))}; "
+                         f"choose one of: {', '.join(sorted(schedules))}")
+    train["schedule"] = sched_name
+    train["stages"] = copy.deepcopy(schedules[sched_name]["stages"])
+    encoder_config = encoder_config or train.get("encoder_config", "small")
+    enhancer_config = enhancer_config or train.get("enhancer_config", "small")
+    train.pop("encoder_config", None)
+    train.pop("enhancer_config", None)
+    return {
+        "protocol": {"name": proto["name"], "version": proto["version"],
+                     "description": proto.get("description", ""), "ranking": proto.get("ranking", True)},
+        "encoder": {"name": encoder, "configuration": encoder_config, "pretrained": bool(pretrained), "params": {}},
+        "enhancer": {"name": enhancer, "configuration": enhancer_config, "params": {}},
+        "blind": bool(blind),
+        "seed": check_seed(seed),
+        "device": device,
+        "store_device": store_device,
+        "eval": copy.deepcopy(proto["eval"]),
+        "train": train,
+        "overrides": [],
+    }
+
+
+def _set_dataset(cfg: dict, dataset: str, protocol_data: dict[str, Any]) -> None:
+    """``--dataset NAME[:ROOT]``: the dataset, its root, and the protocol's data keys it takes over."""
+    name, _, arg = dataset.partition(":")
+    cfg["eval"]["dataset"] = name
+    cfg["eval"]["data"] = {**({"root": arg} if arg else {}), **inherited_data(name, protocol_data)}
+    cfg["overrides"].append(f"dataset={dataset}")
+
+
+def _set_refs(cfg: dict, refs: int) -> None:
+    """``--refs N``: references per preference, in training and evaluation alike."""
+    if refs < 1:
+        raise UsageError(f"--refs must be at least 1, got {refs}")
+    cfg["train"]["refs"] = cfg["eval"]["refs"] = int(refs)
+    cfg["overrides"].append(f"refs={refs}")
+
+
+def _set_steps(cfg: dict, steps: int) -> None:
+    """``--steps N``: the total spread over the stages in proportion to their steps (each at least 1)."""
+    if steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {steps}")
+    stages = cfg["train"]["stages"]
+    total = sum(s["steps"] for s in stages)
+    left = steps
+    for i, stage in enumerate(stages):
+        n = left if i == len(stages) - 1 else max(1, round(stage["steps"] * steps / total))
+        stage["steps"] = max(1, min(n, left - (len(stages) - 1 - i)))
+        left -= stage["steps"]
+    cfg["overrides"].append(f"steps={steps}")
+
+
+def _set_loss(cfg: dict, item: str) -> None:
+    """``--loss NAME[:WEIGHT]``: add (or, weight 0, drop) a loss in every stage that trains the enhancer."""
+    name, weight = parse_loss(item)
+    for stage in cfg["train"]["stages"]:
+        if "enhancer" in stage["train"]:
+            if weight == 0:
+                stage["losses"].pop(name, None)
+            else:
+                stage["losses"][name] = weight
+    cfg["overrides"].append(f"loss.{name}={weight}")
+
+
+def _set_learning_rates(cfg: dict, rates: dict[str, float | None]) -> None:
+    """``--lr-encoder`` / ``--lr-enhancer``: the module's rate in every stage that trains the enhancer."""
+    for key, value in rates.items():
+        if value is None:
+            continue
+        if not value > 0:
+            raise UsageError(f"--lr-{key} must be > 0, got {value}")
+        for stage in cfg["train"]["stages"]:
+            if "enhancer" in stage["train"] and key in stage["lr"]:
+                stage["lr"][key] = float(value)
+        cfg["overrides"].append(f"lr.{key}={value}")
 
 
 def inherited_data(dataset: str, protocol_data: dict[str, Any]) -> dict[str, Any]:
@@ -315,10 +349,6 @@ def inherited_data(dataset: str, protocol_data: dict[str, Any]) -> dict[str, Any
     does not take are dropped. ``resolution`` comes first; ``--set eval.data.KEY=...`` still
     overrides any of them. An unknown dataset takes nothing (building it reports the name).
     """
-    import inspect
-
-    from .plugins import get_registry
-
     try:
         params = inspect.signature(get_registry().get("dataset", dataset).build).parameters
     except (PiebenchError, TypeError, ValueError):
@@ -343,8 +373,6 @@ def model_versions(encoder: str, enhancer: str) -> dict[str, str]:
     """The registered versions of the two models: part of the run key, so that a sweep never
     reuses (nor a resume continues) a run of an older architecture. Unknown names are left out
     (building the run reports them)."""
-    from .plugins import get_registry
-
     registry, out = get_registry(), {}
     for kind, name in (("encoder", encoder), ("enhancer", enhancer)):
         try:
@@ -406,11 +434,6 @@ def _validate_resolved(cfg: dict) -> None:
     fraction = cfg.get("store_fraction", 0.5)
     if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise UsageError(f"--store-fraction must be in (0, 1], got {fraction!r}")
-
-
-def canonical_hash(obj: Any) -> str:
-    """sha256 of the canonical JSON of ``obj`` (first 16 hex digits)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 #: ``eval`` keys that never make two results incomparable: which metrics a run computes (a run

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .data import PieDataset
 from .errors import PiebenchError, PluginError, UsageError
 from .interfaces import Batch, BuildContext, Encoder, Enhancer, Loss, Preference, RefSet, check_compatible
 from .registry import partner_order
@@ -83,8 +84,6 @@ def check_type(spec: Any, obj: Any) -> None:
     elif spec.kind == "metric":
         ok, what = callable(obj), "a callable (output, target) -> [B]"
     elif spec.kind == "dataset":
-        from .data import PieDataset
-
         ok, what = isinstance(obj, PieDataset), "a piebench.data.PieDataset"
     else:  # a logger: its builder only checks that the tracker can work; what it returns is not used
         return

@@ -17,14 +17,27 @@ Answers two questions from one evaluation pass plus a few probe passes:
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
+from .build import build_dataset
+from .data.manifest import build_manifest, eval_batches
+from .errors import UsageError
+from .evaluate import evaluate
+from .figures import legend_outside, new_figure, save
 from .interfaces import Preference
+from .metrics import psnr
+from .metrics.control import control_accuracy, control_heatmap, steering_score
+from .metrics.fidelity import psnr_from_mse
+from .metrics.separability import ridge_probe, separability_report, tsne_plot
+from .plugins import get_registry
+from .runs import atomic_write_json, git_commit, load_record
 
 
 def _group_users(dataset: Any, group: str) -> np.ndarray:
@@ -38,10 +51,6 @@ def steering_for(result: Any, users: np.ndarray, seed: int, scenes: Any = None) 
 
     ``scenes``: the scene of each (photo, draw) group of ``result``; the CI resamples scenes
     (every draw and crop of a photograph together). Without, it resamples photos."""
-    from .errors import UsageError
-    from .metrics.control import control_accuracy, steering_score
-    from .metrics.fidelity import psnr_from_mse
-
     if len(users) < 2:
         return None
     d_out = result.mse_out_tgt[:, users][:, :, users]
@@ -69,8 +78,6 @@ def probe_passes(comps: Any, manifest: dict, *, pairs: bool, device: str, max_gr
     when the whole Preference is swapped between users; ``vector_spread`` is the mean pairwise
     cosine distance between users' preference vectors (0 = encoder collapse).
     """
-    from .data.manifest import eval_batches
-
     gen = torch.Generator().manual_seed(seed)
     stats: dict[str, list[float]] = {"whole": [], "vector_only": [], "maps_only": [], "random_vector": [],
                                      "vector_spread": []}
@@ -130,8 +137,6 @@ def alarms(summary: dict[str, Any], probes: dict[str, float]) -> list[str]:
 def separability_entries(result: Any, ds: Any, seed: int) -> dict[str, Any]:
     """``separability`` (per-image embeddings of the test targets), ``preference_separability``
     (the preference vectors the enhancer received) per user group, and ``probe_r2`` (pie-synth)."""
-    from .metrics.separability import ridge_probe, separability_report
-
     sep: dict[str, Any] = {}
     pref_sep: dict[str, Any] = {}
     scene_of = np.array([p.scene for p in ds.photos])
@@ -170,15 +175,7 @@ def refresh_separability(run_dir: str | Path, write: bool = False) -> dict[str, 
     with ``write`` also puts them into ``record.json`` (atomically), with ``separability_refreshed``
     naming the code that computed them. Nothing else in the record changes.
     """
-    import json
-    from types import SimpleNamespace
-
     from threadpoolctl import threadpool_limits
-
-    from .build import build_dataset
-    from .errors import UsageError
-    from .plugins import get_registry
-    from .runs import atomic_write_json, git_commit, load_record
 
     run_dir = Path(run_dir)
     if not (run_dir / "control.npz").is_file() or not (run_dir / "config.json").is_file():
@@ -207,11 +204,6 @@ def reference_count_curve(comps: Any, cfg: dict, run_dir: Path, *, pairs: bool, 
     Each N gets its own frozen manifest (same seed and photos, one draw); a PNG plots seen and
     unseen users. Values of N that some user cannot supply are skipped and listed.
     """
-    from .data.manifest import build_manifest
-    from .errors import UsageError
-    from .evaluate import evaluate
-    from .metrics import psnr
-
     points, skipped = [], []
     for n in cfg["eval"]["refs_curve"]:
         try:
@@ -230,8 +222,6 @@ def reference_count_curve(comps: Any, cfg: dict, run_dir: Path, *, pairs: bool, 
         points.append(point)
     out: dict[str, Any] = {"points": points, "skipped": skipped}
     if points:
-        from .figures import legend_outside, new_figure, save
-
         fig = new_figure(480, 340)
         ax = fig.add_subplot(1, 1, 1)
         for group in ("seen", "unseen"):
@@ -260,10 +250,6 @@ def run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest:
 
 def _run_diagnostics(result: Any, comps: Any, run_dir: Path, cfg: dict, manifest: dict | None,
                      device: str) -> dict[str, Any]:
-    from .metrics.control import control_heatmap
-    from .metrics.fidelity import psnr_from_mse
-    from .metrics.separability import tsne_plot
-
     ds = comps.dataset
     seed = cfg["seed"]
     out: dict[str, Any] = {"figures": {}}

@@ -12,13 +12,19 @@ from the decoded arrays, named after each output file, so ``a.jpg`` and ``a.png`
 from __future__ import annotations
 
 import html
+import io
 import pathlib
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
+from .colour import to_unit
+from .data.images import quantise, read_image, resize, to_srgb
+from .data.write import encode_photo, output_name
 from .errors import RunFailed, UsageError
 from .outputs import OutputPlan, atomic_write, replaced_message
 
@@ -29,8 +35,6 @@ def _warn(line: str) -> None:
 
 def check_finite_weights(module: Any, what: str) -> None:
     """RunFailed when any parameter or buffer of ``module`` holds NaN or infinity."""
-    import torch
-
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise RunFailed(f"{what}: weight {name} holds NaN or infinite values; the weights are broken "
@@ -38,9 +42,6 @@ def check_finite_weights(module: Any, what: str) -> None:
 
 
 def _shrink(rgb: np.ndarray, alpha: np.ndarray | None, max_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    from .colour import to_unit
-    from .data.images import resize
-
     h, w = rgb.shape[:2]
     if not max_size or max(h, w) <= max_size:
         return rgb, alpha
@@ -54,14 +55,8 @@ def _shrink(rgb: np.ndarray, alpha: np.ndarray | None, max_size: int) -> tuple[n
 
 
 def _thumb(rgb: np.ndarray, size: int) -> bytes:
-    from PIL import Image
-
-    from .data.images import quantise
-
     im = Image.fromarray(quantise(rgb))
     im.thumbnail((size, size))
-    import io
-
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=90)
     return buf.getvalue()
@@ -73,9 +68,6 @@ def enhance_photos(files: list[pathlib.Path], out: pathlib.Path, run: Callable[[
                    echo: Callable[[str], None] = print) -> tuple[pathlib.Path, int]:
     """Enhance ``files`` into ``out`` with ``run(float32 sRGB [H, W, 3], name) -> same``; returns
     (``out/index.html``, photos written). See the module doc for the order of checks."""
-    from .data.images import read_image
-    from .data.write import encode_photo, output_name
-
     good: list[tuple[pathlib.Path, str, str]] = []
     for f in files:
         try:
@@ -100,8 +92,6 @@ def enhance_photos(files: list[pathlib.Path], out: pathlib.Path, run: Callable[[
     rows = []
     for f, name, kind in good:
         image = read_image(f)
-        from .data.images import to_srgb
-
         rgb, alpha = _shrink(to_srgb(image), image.alpha, max_size)
         image.alpha = alpha
         y = run(rgb, str(f))

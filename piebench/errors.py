@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 
 class PiebenchError(Exception):
     """Base class: ``str(err)`` is the one line shown to the user."""
@@ -29,7 +31,5 @@ class PluginError(PiebenchError):
 
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
     """`` (did you mean 'x'?)`` when a close choice exists, else an empty string."""
-    import difflib
-
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -13,6 +13,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 #: Dots per inch of every figure: 1 point = DPI / 72 pixels.
 DPI = 100
 #: The smallest text, in pixels at the natural (= displayed) size.
@@ -71,7 +73,5 @@ def save(fig: Any, path: str | Path) -> Path:
 
 def min_text_px(png: bytes) -> float | None:
     """The smallest text size recorded in a PNG written by :func:`save` (None for another PNG)."""
-    from PIL import Image
-
     value = Image.open(io.BytesIO(png)).text.get("piebench:min_text_px")
     return float(value) if value else None

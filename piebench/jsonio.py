@@ -16,6 +16,8 @@ import math
 from pathlib import PurePath
 from typing import Any
 
+import numpy as np
+
 from .errors import PiebenchError
 
 __all__ = ["NonFiniteError", "dumps", "finite"]
@@ -41,7 +43,6 @@ def finite(obj: Any, non_finite: str = "null", where: str = "") -> Any:
         return [finite(v, non_finite, f"{where}.{i}" if where else str(i)) for i, v in enumerate(obj)]
     if isinstance(obj, PurePath):
         return str(obj)
-    import numpy as np  # numpy values arrive from metrics and statistics
 
     if isinstance(obj, np.ndarray | np.generic):
         return finite(obj.tolist(), non_finite, where)

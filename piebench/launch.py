@@ -22,6 +22,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from . import config as C
-from .errors import PiebenchError, UsageError
+from .errors import PiebenchError, RunFailed, UsageError
+from .runner import run_experiment
+from .runs import find_runs, load_record
 
 LAUNCHERS = ("local", "slurm")
 
@@ -69,8 +74,6 @@ class Launcher:
 
     def check_available(self) -> None:
         """A UsageError when this launcher cannot work here (Slurm's commands missing)."""
-        import shutil
-
         if self.kind == "slurm" and (shutil.which("srun") is None or shutil.which("sbatch") is None):
             raise UsageError("--launcher slurm needs Slurm's sbatch and srun on PATH: run the sweep on the "
                              "cluster's login node, or use --launcher local")
@@ -127,9 +130,6 @@ def torchrun_argv(gpus: int, cfg_path: str | Path, runs_dir: str | Path) -> list
 
 def run_or_reuse(cfg: dict, runs_dir: str | Path, progress: bool = False) -> tuple[str, Path, dict]:
     """Reuse a finished run of ``cfg``'s run key, else resume an unfinished one, else run it."""
-    from .runner import run_experiment
-    from .runs import find_runs
-
     runs_dir = Path(runs_dir)
     key = C.run_key(cfg)
     existing = find_runs(runs_dir, key) if runs_dir.exists() else []
@@ -160,10 +160,6 @@ class SweepJob:
             return {"status": "failed", "reason": str(err)}
 
     def _torchrun(self) -> dict[str, Any]:
-        import subprocess
-
-        from .runs import find_runs
-
         key = C.run_key(self.cfg)
         before = find_runs(Path(self.runs_dir), key) if Path(self.runs_dir).exists() else []
         for run_dir, rec in reversed(before):
@@ -196,8 +192,6 @@ def _job_failure(job: Any, err: BaseException) -> str:
 def run_jobs(pending: list[tuple[Any, dict]], launcher: Launcher, runs_dir: str | Path,
              echo: Callable[[str], None] = print, poll_s: float = 0.5) -> None:
     """Run each ``(SweepItem, cfg)`` as a job and fill in the items' status, run dir and record."""
-    from .runs import find_runs
-
     runs_dir = Path(runs_dir)
     todo = []
     for item, cfg in pending:  # a finished run needs no job (the job would only find it cached)
@@ -220,12 +214,8 @@ def run_jobs(pending: list[tuple[Any, dict]], launcher: Launcher, runs_dir: str 
     try:
         _drive(executor, queue, running, limit, launcher, runs_dir, echo, poll_s)
     except KeyboardInterrupt:
-        from .errors import RunFailed
-
         ids = " ".join(str(job.job_id) for _, job in running)
         if launcher.kind == "local":
-            import signal
-
             # our processes: SIGTERM, which each job's controller forwards to its run, which
             # checkpoints at the end of its step and stops
             for _, job in running:
@@ -242,8 +232,6 @@ def run_jobs(pending: list[tuple[Any, dict]], launcher: Launcher, runs_dir: str 
 
 def _drive(executor: Any, queue: list, running: list, limit: int, launcher: Launcher, runs_dir: Path,
            echo: Callable[[str], None], poll_s: float) -> None:
-    from .runs import load_record
-
     while queue or running:
         while queue and len(running) < limit:
             item, cfg = queue.pop(0)
@@ -275,8 +263,6 @@ def _tag(item: Any) -> str:
 
 def _worker(cfg_path: str, runs_dir: str) -> None:
     """Entry point of each torchrun process of a several-GPU job: errors are one line in the job's log."""
-    from .runner import run_experiment
-
     cfg = json.loads(Path(cfg_path).read_text())
     try:
         run_experiment(cfg, runs_dir, resume=True, progress=False)

@@ -14,17 +14,31 @@ blind twin. MP/s comes from the bench records in ``<runs>/bench``.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tabulate import tabulate
 
+from .benchfiles import iter_bench_records
 from .columns import LEADERBOARD_DIAGNOSTICS, RUN_TABLE_DIAGNOSTICS, Column, display_columns, metric_keys
 from .errors import UsageError
+from .hashing import canonical_hash
+from .plugins import get_registry
 from .runs import iter_records
-from .verdicts import ITEM_KEYS, blind_gain, load_per_image, paired_delta, table_items, ties_with_best
+from .verdicts import (
+    ITEM_KEYS,
+    blind_gain,
+    calibration_notes,
+    load_per_image,
+    oracle_gaps,
+    paired_delta,
+    table_items,
+    ties_with_best,
+)
 
 __all__ = ["ITEM_KEYS", "board_columns", "blind_gain", "bound_kind", "collect", "leaderboard_tables", "load_per_image",
            "paired_delta", "render_markdown", "run_summary_table", "twin_key"]
@@ -35,8 +49,6 @@ _GROUPS = ("seen", "unseen")
 def board_columns(df: pd.DataFrame | None = None) -> list[Column]:
     """The leaderboard's value columns: every installed metric, metrics of ``df``'s records that
     are not installed here, then the leaderboard's diagnostics (:mod:`piebench.columns`)."""
-    from .plugins import get_registry
-
     present = [] if df is None else [c.split(":", 1)[0] for c in df.columns if c.endswith((":seen", ":unseen"))]
     return display_columns(LEADERBOARD_DIAGNOSTICS, get_registry(), present)
 
@@ -55,10 +67,6 @@ def _metric(group: dict, name: str) -> dict | None:
 def run_summary_table(record: dict) -> str:
     """The table ``piebench run`` prints: one row per user group, CIs where computed; a column per
     metric the run computed (or found unavailable), headed by its registered label and direction."""
-    from tabulate import tabulate
-
-    from .plugins import get_registry
-
     metrics = record.get("metrics", {})
     proto = record["protocol"]
     title = (f"{record['encoder']['name']} + {record['enhancer']['name']}{' (blind)' if record.get('blind') else ''}"
@@ -96,12 +104,8 @@ def run_summary_table(record: dict) -> str:
 # -- paired per-image statistics: piebench.verdicts -------------------------------------------
 def twin_key(run_dir: str | Path, record: dict) -> str:
     """What a run and its blind twin share: the config without ``blind``, overrides and device."""
-    from .config import canonical_hash
-
     cfg_path = Path(run_dir) / "config.json"
     try:
-        import json
-
         cfg = json.loads(cfg_path.read_text())
     except (OSError, ValueError):
         cfg = {"encoder": record.get("encoder"), "enhancer": record.get("enhancer"), "seed": record.get("seed"),
@@ -131,8 +135,6 @@ def _add_blind_gains(df: pd.DataFrame) -> None:
 def throughput_lookup(runs_dir: str | Path, size: str = "1080p") -> dict[tuple[str, str, str], float]:
     """(enhancer, configuration, device) -> MP/s at ``size`` from the latest plain bench record
     (no amp, no compile, batch 1, encoder excluded)."""
-    from .bench import iter_bench_records
-
     out = {}
     for rec in iter_bench_records(runs_dir):
         st = rec.get("settings", {})
@@ -165,8 +167,6 @@ FALLBACK_BOUNDS = {"encoder": {"oracle-id", "oracle-params"}, "enhancer": {"iden
 
 
 def _declares(kind: str, name: str, role: str) -> bool:
-    from .plugins import get_registry
-
     try:
         return get_registry().get(kind, name).role == role
     except UsageError:
@@ -341,8 +341,6 @@ def _verdicts(table: pd.DataFrame, run_dirs: list[list[str]], kinds: list[str], 
               metric: str = "psnr") -> tuple[list[str], list[str], list[str]]:
     """Mark ``*`` ties with the best ranked entry (``kinds[i] == ""``) in ``table``; the notes,
     the test scenes and the oracles' encoder gaps."""
-    from .verdicts import calibration_notes, oracle_gaps
-
     header = next(c.heading for c in columns if c.key == metric)
     ranked = [not k for k in kinds]
     labels = [f"{e}+{h}" for e, h in zip(table["encoder"], table["enhancer"], strict=True)]
@@ -372,8 +370,6 @@ def _verdicts(table: pd.DataFrame, run_dirs: list[list[str]], kinds: list[str], 
 
 def render_markdown(tables: list[tuple[dict, pd.DataFrame]]) -> str:
     """Markdown for ``piebench leaderboard``: per spec the ranked table, its notes, then its bounds."""
-    from tabulate import tabulate
-
     if not tables:
         return "No finished runs found."
     parts = []

@@ -24,14 +24,24 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tabulate import tabulate
 
+from . import config as C
+from ._version import __version__
+from .bench import _timer
+from .build import Components, build_dataset, build_losses, build_models, plan_stages
+from .data.device_store import DeviceSampler
 from .errors import UsageError
+from .plugins import get_registry
+from .runs import atomic_write_json, environment, git_commit, now
+from .train import Trainer
 
 
 @dataclass
@@ -74,8 +84,6 @@ class LoaderSettings:
 
 
 def _median_s(fn: Any, device: str, repeats: int, warmup: int) -> float:
-    from .bench import _timer
-
     timed = _timer(device)
     for _ in range(warmup):
         fn()
@@ -99,8 +107,6 @@ class FixedBatch:
 
 
 def _config(protocol: str, settings: LoaderSettings, refs: int) -> dict[str, Any]:
-    from . import config as C
-
     cfg = C.resolve(protocol, encoder=settings.encoder, enhancer=settings.enhancer, refs=refs,
                     seed=settings.seed, device=settings.device)
     if settings.store_crops is not None and "crops_per_scene" in cfg["eval"].get("data", {}):
@@ -112,12 +118,6 @@ def _config(protocol: str, settings: LoaderSettings, refs: int) -> dict[str, Any
 def time_train_step(cfg: dict[str, Any], dataset: Any, batch: Any, sampler: Any, settings: LoaderSettings
                     ) -> tuple[float, str]:
     """Median seconds of one training step in the last stage that trains the enhancer, on ``batch``."""
-    import tempfile
-
-    from .build import Components, build_losses, build_models, plan_stages
-    from .plugins import get_registry
-    from .train import Trainer
-
     registry = get_registry()
     torch.manual_seed(settings.seed)
     encoder, enhancer = build_models(cfg, registry, dataset)
@@ -160,10 +160,6 @@ def time_memcpy(nbytes: int, dataset: Any, settings: LoaderSettings, dtype: Any 
 
 def bench_sampler(settings: LoaderSettings, progress: Any = None) -> dict[str, Any]:
     """Measure the sampler against the memory-copy limit and the training step; returns a record."""
-    from .build import build_dataset
-    from .data.device_store import DeviceSampler
-    from .plugins import get_registry
-
     settings.check()
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -210,9 +206,6 @@ def bench_sampler(settings: LoaderSettings, progress: Any = None) -> dict[str, A
 
 
 def _record(settings: LoaderSettings, results: list[dict[str, Any]]) -> dict[str, Any]:
-    from . import __version__
-    from .runs import environment, git_commit, now
-
     return {"kind": "loader-bench", "schema_version": 1, "piebench_version": __version__, "created": now(),
             "git_commit": git_commit(), "environment": environment(settings.device),
             "settings": {"protocols": list(settings.protocols), "refs": list(settings.refs),
@@ -227,8 +220,6 @@ def _record(settings: LoaderSettings, results: list[dict[str, Any]]) -> dict[str
 
 def loader_table(record: dict[str, Any]) -> str:
     """The table ``piebench bench --sampler`` prints (one row per protocol and N)."""
-    from tabulate import tabulate
-
     rows = []
     for r in record["results"]:
         row = {"protocol": f"{r['protocol']} ({r['resolution'][1]}px, B={r['batch']})", "N": r["refs"],
@@ -252,8 +243,6 @@ def loader_table(record: dict[str, Any]) -> str:
 
 def write_loader_record(record: dict[str, Any], runs_dir: str | Path = "runs") -> Path:
     """Write ``record`` atomically to ``<runs>/bench/sampler-<device>-<stamp>.json``."""
-    from .runs import atomic_write_json
-
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     dev = record["settings"]["device"].replace(":", "")
     path = Path(runs_dir) / "bench" / f"sampler-{dev}-{stamp}-{os.getpid()}.json"

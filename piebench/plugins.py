@@ -36,6 +36,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, RunFailed
 from .registry import KINDS, TYPED_KEYS, Registry, Spec, typed_fields
+from .runs import atomic_write_json
 
 GROUP = "piebench"
 #: The entry point whose value is the package of built-in plugins (see :func:`discover_builtins`).
@@ -255,8 +256,6 @@ class _ContainedRelay:
 
 def _write_record(run: Any) -> None:
     """Rewrite ``record.json`` of ``run`` (a strict-mode hook failure is its final word)."""
-    from .runs import atomic_write_json
-
     run_dir = getattr(run, "run_dir", None)
     if run_dir is not None and os.path.isdir(run_dir):
         try:

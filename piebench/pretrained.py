@@ -21,7 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .contract import build_checked
 from .errors import UsageError
+from .interfaces import BuildContext
+from .plugins import get_registry
 
 
 def read_torch_file(path: str | pathlib.Path) -> Any:
@@ -90,15 +93,13 @@ def load_pretrained(name: str, path: str, configuration: str = "paper", device: 
                     kind: str = "enhancer") -> nn.Module:
     """The registered enhancer (or, ``kind="encoder"``, encoder) ``name`` with released weights from ``path``.
 
-    Enhancers come as a :class:`Pretrained` module, encoders as the encoder module itself
-    (``encoder.embed(images)`` gives style codes), in eval mode on ``device``. Raises UsageError
+    The plugin must register ``load_weights(module, path)`` in its meta. Enhancers come as a
+    :class:`Pretrained` module, callable on ``[B, 3, H, W]`` float images in [0, 1] (``model(x)``, or
+    ``model(x, pref)`` when it consumes a preference); encoders as the encoder module itself
+    (``encoder.embed(images)`` gives style codes); in eval mode on ``device``. Raises UsageError
     for an unknown name, kind or configuration, a plugin without a registered ``load_weights``,
     or a missing / unreadable / ill-fitting weights file (the message names the file).
     """
-    from .contract import build_checked
-    from .interfaces import BuildContext
-    from .plugins import get_registry
-
     if kind not in ("enhancer", "encoder"):
         raise UsageError(f"load_pretrained: kind must be 'enhancer' or 'encoder', got '{kind}'")
     spec = get_registry().get(kind, name)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UsageError, did_you_mean
+from .interfaces import BuildContext
 
 KINDS = ("encoder", "enhancer", "loss", "dataset", "metric", "logger")
 ROLES = ("model", "oracle", "baseline")
@@ -105,8 +106,6 @@ class Spec:
 
     def create(self, ctx: Any = None, configuration: str | None = None, **overrides: Any) -> Any:
         """Build the component with a configuration's parameters and ``overrides``."""
-        from .interfaces import BuildContext
-
         return self.build(ctx if ctx is not None else BuildContext(), **{**self.params(configuration), **overrides})
 
 

@@ -27,8 +27,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .data.images import list_images, read_image, to_srgb
 from .errors import UsageError
 from .interfaces import Preference
+from .plugins import get_registry
+from .pretrained import load_pretrained
 
 
 def _area_weights(n_in: int, n_out: int) -> Tensor:
@@ -126,8 +129,6 @@ class StyledModel(nn.Module):
 
 
 def _read_photos(folder: str | pathlib.Path, max_refs: int | None) -> list[Tensor]:
-    from .data.images import list_images, read_image, to_srgb
-
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise UsageError(f"--refs {folder}: folder not found")
@@ -145,9 +146,6 @@ def load_released(name: str, weights: str, *, configuration: str = "paper", devi
     stored with the weights) pick the target style of a preference-conditioned enhancer; an
     enhancer without a style input refuses both. Every bad combination is a one-line UsageError.
     """
-    from .plugins import get_registry
-    from .pretrained import load_pretrained
-
     if refs and style is not None:
         raise UsageError("give either --refs STYLE_DIR or --style K, not both")
     if style is not None and style < 1:

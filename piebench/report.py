@@ -20,11 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
 
-from . import __version__
+from ._version import __version__
+from .build import build_dataset, build_models
+from .checkpoints import latest_checkpoint
 from .columns import REPORT_DIAGNOSTICS, display_columns, metric_keys
+from .data.manifest import eval_batches, load_manifest
 from .errors import UsageError
+from .figures import FONT_PT, legend_outside, min_text_px, new_figure, png_bytes
 from .leaderboard import collect, leaderboard_tables
+from .outputs import OutputPlan, refuse_overlap, replaced_message
+from .plugins import get_manager, get_registry
 from .runs import atomic_write_text, iter_records, load_record, read_json
 
 _GROUPS = ("seen", "unseen", "all")
@@ -37,8 +46,6 @@ def png_data_uri(png: bytes) -> str:
 
 def _array_png(img: np.ndarray, min_side: int = 96) -> bytes:
     """PNG bytes of an ``[H, W, 3]`` image in [0, 1] or uint8, enlarged (nearest) to ``min_side``."""
-    from PIL import Image
-
     a = np.asarray(img)
     if a.dtype != np.uint8:
         a = np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
@@ -52,8 +59,6 @@ def _array_png(img: np.ndarray, min_side: int = 96) -> bytes:
 
 
 def _fig_png(fig: Any) -> bytes:
-    from .figures import png_bytes
-
     return png_bytes(fig)
 
 
@@ -71,7 +76,6 @@ def training_curves(run_dir: Path) -> bytes | None:
             continue
     if not entries:
         return None
-    from .figures import FONT_PT, legend_outside, new_figure
 
     skip = {"step", "stage", "time_s"}
     terms = sorted({k for e in entries for k, v in e.items()
@@ -117,8 +121,6 @@ def _figures(run_dir: Path, record: dict) -> list[dict[str, str]]:
 def _figure_entry(title: str, png: bytes) -> dict[str, Any]:
     """A figure for the template: shown at its natural size; ``min_text_px`` as recorded by
     :func:`piebench.figures.save` (empty for a PNG made elsewhere)."""
-    from .figures import min_text_px
-
     px = min_text_px(png)
     return {"title": title, "src": png_data_uri(png), "min_text_px": f"{px:.1f}" if px else ""}
 
@@ -153,8 +155,6 @@ def _fmt_metric(m: Any, digits: int) -> str:
 
 def run_table(record: dict) -> tuple[list[str], list[list[str]]]:
     """(headers, rows): one row per user group with mean [95% CI] per metric."""
-    from .plugins import get_registry
-
     metrics = record.get("metrics") or {}
     computed = metric_keys(metrics.get(g) for g in _GROUPS)
     present = [(c.key, c.heading, c.digits) for c in display_columns(REPORT_DIAGNOSTICS, get_registry(), computed)
@@ -184,13 +184,6 @@ def image_grid(run_dir: Path, photos: int = 3, max_users: int = 6, device: str =
     Returns {"users": [...], "rows": [{"photo", "input", "targets", "outputs"}], "note"} with
     images as data URIs; models are rebuilt from config.json and the latest checkpoint.
     """
-    import torch
-
-    from .build import build_dataset, build_models
-    from .checkpoints import latest_checkpoint
-    from .data.manifest import eval_batches, load_manifest
-    from .plugins import get_manager
-
     cfg = read_json(run_dir / "config.json")
     registry = get_manager().registry
     dataset = build_dataset(cfg, registry)
@@ -282,10 +275,7 @@ def build_report(out_dir: str | Path, *, run_dirs: list[str | Path] = (), protoc
     folder above a run. ``out_dir`` must lie outside every run and runs directory read; an
     existing ``index.html`` is replaced only with ``overwrite``.
     """
-    import pandas as pd
     from jinja2 import Environment, PackageLoader, select_autoescape
-
-    from .outputs import OutputPlan, refuse_overlap, replaced_message
 
     if not run_dirs and not protocol:
         raise UsageError("give a RUN_DIR or --protocol P")

@@ -60,11 +60,6 @@ class CI:
         """True when the whole interval is above or below zero."""
         return bool(self.lo > 0 or self.hi < 0)
 
-    @property
-    def half_width(self) -> float:
-        """Half the interval's width."""
-        return (self.hi - self.lo) / 2
-
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the record stores this)."""
         return {**asdict(self), "excludes_zero": self.excludes_zero}

@@ -18,10 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tabulate import tabulate
+
 from . import config as C
+from .build import build_dataset, build_models
+from .config import check_seed
 from .errors import PiebenchError, UsageError
 from .launch import run_jobs, run_or_reuse
+from .plugins import get_manager
 from .registry import compatible
+from .runs import atomic_write_json, atomic_write_text
 from .verdicts import blind_gain, paired_delta
 
 
@@ -65,8 +71,6 @@ def given_list(text: str | None, flag: str, example: str) -> list[str]:
 
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` -> [0, 1, 2] (each in [0, 2**32 - 1])."""
-    from .config import check_seed
-
     try:
         seeds = [int(s) for s in split_list(text)]
     except ValueError:
@@ -85,8 +89,6 @@ class PairChecker:
     """Builds a pair once on the protocol's dataset to see whether it can run (no files written)."""
 
     def __init__(self, cfg_factory: Callable[[str, str], dict]) -> None:
-        from .plugins import get_manager
-
         self.registry = get_manager().registry
         self.cfg_factory = cfg_factory
         self._dataset = None
@@ -98,7 +100,6 @@ class PairChecker:
         key = (encoder, enhancer)
         if key in self._cache:
             return self._cache[key]
-        from .build import build_dataset, build_models
 
         self.registry.get("encoder", encoder)
         self.registry.get("enhancer", enhancer)
@@ -177,8 +178,6 @@ def sweep(protocol: str, encoders: list[str], enhancers: list[str], *, seeds: li
     Without ``launcher`` the runs happen one after another in this process; with a
     :class:`piebench.launch.Launcher` each is a submitit job (local processes or Slurm jobs).
     """
-    from .plugins import get_manager
-
     registry = get_manager().registry
     encoders = encoders or registry.names("encoder")
     enhancers = enhancers or registry.names("enhancer")
@@ -245,8 +244,6 @@ def _ci_cell(ci: dict | None, digits: int = 2) -> str:
 
 def sweep_table(items: list[SweepItem]) -> str:
     """One row per planned run: status, PSNR seen/unseen, steering, gain over the blind twin."""
-    from tabulate import tabulate
-
     rows = []
     for it in items:
         rec = it.record
@@ -372,8 +369,6 @@ def _mean_over(items: list[SweepItem], group: str) -> float | None:
 
 def ablation_table(result: Ablation) -> str:
     """Markdown table: one row per change, PSNR and the paired delta vs base with its 95% CI."""
-    from tabulate import tabulate
-
     def psnr(v: float | None) -> str:
         return "–" if v is None else f"{v:.2f}"
 
@@ -409,8 +404,6 @@ def ablation_json(result: Ablation) -> dict[str, Any]:
 
 def write_ablation(result: Ablation, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``<stem>.md`` and ``<stem>.json`` atomically into ``out_dir``."""
-    from .runs import atomic_write_json, atomic_write_text
-
     s = result.settings
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     stem = Path(out_dir) / f"ablate-{s['protocol']}-{s['encoder']}+{s['enhancer']}-{stamp}"

@@ -27,11 +27,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tabulate import tabulate
 
 from . import config as C
+from .build import build_dataset
 from .errors import UsageError
+from .plugins import get_registry
+from .runs import atomic_write_json, atomic_write_text
 from .stats import bootstrap_ci, compare_cells, seeds_summary
 from .sweep import SweepItem, _execute
+from .verdicts import entry_cells
 
 KEYS = ["photo", "user_name", "draw"]
 
@@ -59,8 +64,6 @@ def parse_counts(text: str) -> list[int]:
 
 def training_users_param(dataset: str) -> str:
     """The parameter of dataset plugin ``dataset`` that sets its number of training users."""
-    from .plugins import get_registry
-
     param = get_registry().get("dataset", dataset).training_users_param
     if not param:
         raise UsageError(f"dataset '{dataset}' cannot vary its number of training users (its plugin declares no "
@@ -81,9 +84,6 @@ def _held_out(items: dict[int, list[SweepItem]], unseen: set[str]) -> list[str]:
 
 def _dataset_unseen(cfg: dict) -> set[str]:
     """Names of the users the protocol's dataset holds out of training (without the count)."""
-    from .build import build_dataset
-    from .plugins import get_registry
-
     return {u.name for u in build_dataset(cfg, get_registry()).users if not u.seen}
 
 
@@ -103,8 +103,6 @@ def _rows(item: SweepItem, held_out: list[str]) -> pd.DataFrame:
 
 def _delta(runs: list[pd.DataFrame], base: list[pd.DataFrame]) -> dict[str, Any] | None:
     """``runs - base`` paired per seed and per (photo, user, draw), over seeds and scenes."""
-    from .verdicts import entry_cells
-
     def items(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"scene": df["scene"].astype(str).to_numpy(), "value": df["psnr"].to_numpy(float)},
                             index=pd.MultiIndex.from_frame(df[KEYS]))
@@ -186,8 +184,6 @@ def _fmt(ci: dict | None, digits: int = 2, sign: bool = False) -> str:
 
 def curve_table(curve: UsersCurve) -> str:
     """Markdown: one row per count with the held-out users' PSNR and the paired gain over the first count."""
-    from tabulate import tabulate
-
     s = curve.settings
     rows = []
     for p in curve.points:
@@ -235,8 +231,6 @@ def plot_curve(curve: UsersCurve, path: Path) -> None:
 
 def write_curve(curve: UsersCurve, out_dir: str | Path) -> tuple[Path, Path, Path]:
     """Write ``<stem>.md``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir`` (each atomically)."""
-    from .runs import atomic_write_json, atomic_write_text
-
     s = curve.settings
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

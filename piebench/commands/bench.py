@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import click
 
-from ..bench import BenchSettings, bench_enhancer, bench_table, parse_sizes, write_bench_record
+from ..bench import BenchSettings, bench_enhancer, bench_table, parse_sizes
+from ..benchfiles import write_bench_record
+from ..loader_bench import LoaderSettings, bench_sampler, loader_table, write_loader_record
 
 
 @click.command("bench")
@@ -71,8 +73,6 @@ def bench(enhancer, encoder, sizes, device, amp, channels_last, compile_, batch,
 
 def _bench_sampler(protocols, refs_list, device, store_mode, store_crops, batches, warmup, train_repeats, train,
                    threads, runs_dir, no_record) -> None:
-    from ..loader_bench import LoaderSettings, bench_sampler, loader_table, write_loader_record
-
     try:
         refs = tuple(int(x) for x in refs_list.split(",") if x.strip())
     except ValueError:

@@ -7,6 +7,12 @@ import pathlib
 
 import click
 
+from ..data.fivek import default_store, prepare_fivek
+from ..data.presets import synth as run_synth
+from ..data.presets import unsupported_message
+from ..outputs import refuse_overlap, replaced_message
+from ..sweep import given_list
+
 
 @click.group("data")
 def data() -> None:
@@ -26,10 +32,6 @@ def data() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def prepare(dataset, root, layout, size, split, users, out, skip_bad, quiet) -> None:
     """Read DATASET under --root and write its image store once (resumable if interrupted)."""
-    from ..data.fivek import default_store, prepare_fivek
-    from ..outputs import refuse_overlap
-    from ..sweep import given_list
-
     names = given_list(users, "--users", "A,B,C,D,E") or None
     out = pathlib.Path(out or default_store(root, layout, size, split))
     refuse_overlap(out, "--out", [("--root", root)] + ([("--split", split)] if split and pathlib.Path(split).is_file()
@@ -57,10 +59,6 @@ def prepare(dataset, root, layout, size, split, users, out, skip_bad, quiet) -> 
 @click.option("--overwrite", is_flag=True, help="Replace an earlier `data synth` output at --out (listed).")
 def synth(presets, photos, out, max_size, overwrite) -> None:
     """Turn each preset into a synthetic user and write a `folder` dataset (OUT/input, OUT/<preset>)."""
-    from ..data.presets import synth as run_synth
-    from ..data.presets import unsupported_message
-    from ..outputs import replaced_message
-
     report = run_synth(presets, photos, out, max_size=max_size, warn=False, overwrite=overwrite)
     if report["replaced"]:
         click.echo(replaced_message(report["replaced"]), err=True)

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pathlib
 
 import click
+import torch
 
+from ..build import resolve_device
+from ..data.images import fit
+from ..enhancing import check_finite_weights, enhance_photos
 from ..errors import UsageError
+from ..outputs import refuse_overlap
+from ..personalize import enhance_full, full_resolution_of, list_inputs, load_run, read_refs
+from ..plugins import get_registry
+from ..released import load_released
 
 
 @click.command("enhance")
@@ -39,13 +47,6 @@ from ..errors import UsageError
 def enhance(run_dir, refs, style, enhancer, weights, configuration, inputs, out, device, mode, tile, overlap, max_refs,
             max_size, fmt, quality, overwrite, skip_bad) -> None:
     """Enhance --input photos; write them to --out (same names, format and bit depth) plus index.html."""
-    import torch
-
-    from ..build import resolve_device
-    from ..enhancing import check_finite_weights, enhance_photos
-    from ..outputs import refuse_overlap
-    from ..personalize import enhance_full, full_resolution_of, list_inputs, load_run, read_refs
-
     if bool(run_dir) == bool(enhancer):
         raise UsageError("give either --run RUN_DIR (with --refs) or --enhancer NAME --weights PATH")
     if run_dir and style is not None:
@@ -65,8 +66,6 @@ def enhance(run_dir, refs, style, enhancer, weights, configuration, inputs, out,
     else:
         if not weights:
             raise UsageError("--enhancer needs --weights PATH (the released weights file or folder)")
-        from ..plugins import get_registry
-        from ..released import load_released
 
         model = load_released(enhancer, weights, configuration=configuration, device=device, refs=refs, style=style,
                               max_refs=max_refs)
@@ -80,8 +79,6 @@ def enhance(run_dir, refs, style, enhancer, weights, configuration, inputs, out,
         x = torch.from_numpy(image).permute(2, 0, 1)[None].to(device)
         pref = None
         if models is not None:
-            from ..data.images import fit
-
             q = torch.from_numpy(fit(image, *models.resolution)[0].astype("float32") / 255).permute(2, 0, 1)
             rs = refset.__class__(targets=refset.targets, inputs=refset.inputs, query=q[None].to(device))
             with torch.no_grad():

@@ -8,6 +8,7 @@ import click
 
 from ..errors import UsageError
 from ..leaderboard import collect, leaderboard_tables, render_markdown
+from ..runs import archive_records, atomic_write_text
 
 
 @click.command("leaderboard")
@@ -24,8 +25,6 @@ def leaderboard(runs_dir: str, protocol: str | None, fmt: str, out: str | None, 
     if not Path(runs_dir).is_dir():
         raise UsageError(f"runs directory not found: {runs_dir}; pass --runs-dir")
     if archive:
-        from ..runs import archive_records
-
         copied = archive_records(runs_dir, archive, protocol)
         click.echo(f"archived {len(copied)} records into {archive}", err=True)
     tables = leaderboard_tables(collect(runs_dir, protocol), strict=strict)
@@ -38,8 +37,6 @@ def leaderboard(runs_dir: str, protocol: str | None, fmt: str, out: str | None, 
         text = "\n".join(f"<h2>{s['protocol']} v{s['version']}</h2>" + t.to_html(index=False)
                          for s, t in _with_bounds(tables))
     if out:
-        from ..runs import atomic_write_text
-
         path = Path(out) / f"leaderboard.{fmt}"
         atomic_write_text(path, text)
         click.echo(f"wrote {path}")

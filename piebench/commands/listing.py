@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import click
+from tabulate import tabulate
 
 from .. import jsonio
+from ..build import first_compatible, pair_instances
+from ..contract import build_checked, probe
+from ..errors import PluginError
+from ..interfaces import BuildContext
 from ..plugins import get_manager
 
 _KINDS = {"encoders": "encoder", "enhancers": "enhancer", "losses": "loss", "datasets": "dataset",
@@ -17,10 +22,6 @@ def count_parameters(spec, configuration: str) -> int | None:
     Enhancers are built paired with the first compatible encoder (their size depends on the
     preference they consume); encoders with 10 training users (StarEnhancer's count).
     """
-    from ..build import first_compatible, pair_instances
-    from ..contract import build_checked
-    from ..interfaces import BuildContext
-
     registry = get_manager().registry
     ctx = BuildContext(num_users=10, num_refs=3, image_size=64)
     try:
@@ -44,9 +45,6 @@ def count_parameters(spec, configuration: str) -> int | None:
 
 def _check(manager, kinds: list[str], builtins: bool) -> None:
     """One warning line per component that breaks the contract (strict plugins: an error)."""
-    from ..contract import probe
-    from ..errors import PluginError
-
     plugins = None if builtins else {p.name for p in manager.plugins.values() if p.distribution != "piebench"}
     for line in probe(manager.registry, kinds, plugins):
         if manager.strict:
@@ -65,8 +63,6 @@ def _check(manager, kinds: list[str], builtins: bool) -> None:
                    "configuration, run it on a tiny input, and warn about wrong types or output shapes.")
 def list_cmd(what: str, as_json: bool, params: bool | None, check: str) -> None:
     """Show what is installed, which plugin (and version) provides it, and a description."""
-    from tabulate import tabulate
-
     manager = get_manager()
     if what != "plugins" and check != "none":
         _check(manager, [_KINDS[k] for k in (_KINDS if what == "all" else [what])], check == "all")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import RunFailed
+from ..launch import Launcher, parse_slurm_opts
 from ..sweep import (
     ABLATION_KEYS,
     ablation_table,
@@ -58,8 +59,6 @@ def sweep(encoders, enhancers, protocol, seeds, cross, steps, sets, runs_dir, bl
           launcher, gpus_per_job, cpus_per_job, mem_gb, timeout_min, partition, account, qos, slurm_opts,
           max_parallel) -> None:
     """Run a grid of ENCODERS x ENHANCERS over SEEDS (finished runs are reused, unfinished resumed)."""
-    from ..launch import Launcher, parse_slurm_opts
-
     spec = None
     given = {"--gpus-per-job": gpus_per_job != 0, "--cpus-per-job": cpus_per_job != 1, "--mem-gb": mem_gb is not None,
              "--timeout-min": timeout_min != 24 * 60, "--partition": partition is not None,

@@ -145,12 +145,6 @@ class DeviceStore:
         inverse = torch.from_numpy(np.argsort(order)).to(self.device, non_blocking=True)
         return out.index_select(0, inverse).view(-1, *self.row_shape)
 
-    def lookup(self, version: Any, photo: Any) -> torch.Tensor:
-        """uint8 ``[..., H, W, 3]`` on the device: ``versions[version, photo]`` (matching shapes)."""
-        v, p = np.asarray(version, np.int64), np.asarray(photo, np.int64)
-        rows = self.rows(v * self.shape[1] + p)
-        return rows.view(*v.shape, *self.row_shape)
-
     def images_numpy(self, flat: np.ndarray, flip: np.ndarray, channels_last: bool = False) -> torch.Tensor:
         """float32 ``[M, 3, H, W]`` in [0, 1] for flat row indices, rows with ``flip`` mirrored, built in
         numpy on the CPU: each row is read once from the store, mirrored and transposed into a uint8

@@ -13,6 +13,8 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 from ..colour import srgb_decode, srgb_to_prophoto
 from .retouch import RetouchParams, retouch
@@ -57,8 +59,6 @@ def write_dng(path: str | pathlib.Path, image: np.ndarray, white: int = 60000) -
     65535, ColorMatrix1 = XYZ -> linear sRGB under D65 and a neutral (1, 1, 1) as-shot white
     balance, so a raw converter's sRGB rendering recovers the photo up to its brightness.
     """
-    import tifffile
-
     h, w, _ = image.shape
     if h % 2 or w % 2:
         raise ValueError(f"write_dng needs even sizes for the 2x2 Bayer pattern, got {h}x{w}")
@@ -85,12 +85,8 @@ def write_dng(path: str | pathlib.Path, image: np.ndarray, white: int = 60000) -
 
 
 def _save(path: pathlib.Path, image: np.ndarray, bits: int = 8, prophoto: bool = False) -> None:
-    from PIL import Image
-
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".tif", ".tiff", ".dng"):
-        import tifffile
-
         data = srgb_to_prophoto(image) if prophoto else image
         arr = (np.round(np.clip(data, 0, 1) * 65535).astype(np.uint16) if bits == 16
                else np.round(np.clip(data, 0, 1) * 255).astype(np.uint8))

@@ -36,8 +36,9 @@ import pathlib
 import re
 from dataclasses import dataclass
 
-from ..config import canonical_hash
 from ..errors import UsageError
+from ..hashing import canonical_hash
+from .folder import scan_folder
 from .images import is_image, list_images
 from .prepared import PhotoSource, write_store
 
@@ -245,8 +246,6 @@ def scan_msm(root: pathlib.Path) -> Scan:
 
 def scan_folder_layout(root: pathlib.Path) -> Scan:
     """``input/`` + ``<user>/`` named by FiveK id; splits by id."""
-    from .folder import scan_folder
-
     users, photos = scan_folder(root)
     out = {}
     for stem, srcs in photos.items():

@@ -18,8 +18,8 @@ import hashlib
 import json
 import pathlib
 
-from ..config import canonical_hash
 from ..errors import UsageError
+from ..hashing import canonical_hash
 from . import PieDataset
 from .images import list_images
 from .prepared import PhotoSource, cache_dir, load_store, write_store

@@ -24,6 +24,7 @@ import io
 import struct
 
 import numpy as np
+from PIL import Image, ImageCms
 
 from ..colour import srgb_encode, to_unit
 
@@ -31,15 +32,11 @@ from ..colour import srgb_encode, to_unit
 @functools.cache
 def srgb_profile() -> bytes:
     """littleCMS's built-in sRGB profile, as bytes to embed in written photos."""
-    from PIL import ImageCms
-
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
 def description(icc: bytes) -> str:
     """The profile's description (``desc`` tag), or '' when it has none readable."""
-    from PIL import ImageCms
-
     try:
         return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip()
     except Exception:  # noqa: BLE001 - an unreadable profile has no description
@@ -135,8 +132,6 @@ def _float_convert(pixels: np.ndarray, icc: bytes) -> np.ndarray | None:
 
 
 def _cms_convert(rgb8: np.ndarray, icc: bytes) -> np.ndarray:
-    from PIL import Image, ImageCms
-
     src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     dst = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
     im = ImageCms.profileToProfile(Image.fromarray(np.ascontiguousarray(rgb8)), src, dst,

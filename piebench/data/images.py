@@ -20,10 +20,15 @@ import pathlib
 import sys
 from dataclasses import dataclass
 
+import imagecodecs
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image as PILImage
 
 from ..colour import prophoto_to_srgb, to_unit
 from ..errors import UsageError
+from . import icc as icc_mod
 
 #: File extensions read as photos (lower case).
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
@@ -98,8 +103,6 @@ def read_image(path: str | pathlib.Path, colourspace: str | None = None, half_si
     profile it cannot convert is one warning line naming the file). ``half_size`` demosaics raw
     files at half resolution.
     """
-    from . import icc as icc_mod
-
     path = pathlib.Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: file not found; check the path (or the layout with --layout)")
@@ -139,8 +142,6 @@ def _png_16bit(data: bytes) -> bool:
 
 
 def _read_pil(path: pathlib.Path, data: bytes):
-    from PIL import Image as PILImage
-
     try:
         im = PILImage.open(io.BytesIO(data))
         im.load()
@@ -158,8 +159,6 @@ def _read_pil(path: pathlib.Path, data: bytes):
         raise _bad(path, "CMYK image; piebench needs RGB", "export it as sRGB (or remove it)")
     alpha = None
     if _png_16bit(data):
-        import imagecodecs
-
         try:
             arr = imagecodecs.png_decode(data)
         except Exception as err:  # noqa: BLE001
@@ -174,7 +173,7 @@ def _read_pil(path: pathlib.Path, data: bytes):
 
 
 def _read_tiff(path: pathlib.Path, data: bytes):
-    import tifffile
+    import tifffile  # 0.1 s to import: only for TIFF files, not at every command's start
 
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
@@ -256,9 +255,6 @@ def fit(image: Image | np.ndarray, height: int, width: int, rotate: bool = True)
 
 def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Antialiased bilinear resize of ``[H, W, 3]`` (uint8 or float) to uint8 ``[height, width, 3]``."""
-    import torch
-    import torch.nn.functional as F
-
     x = torch.from_numpy(np.ascontiguousarray(to_unit(pixels))).permute(2, 0, 1)[None]
     y = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     return quantise(y[0].permute(1, 2, 0).numpy())

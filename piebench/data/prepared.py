@@ -19,16 +19,18 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from .. import jsonio
 from ..errors import UsageError
+from ..hashing import canonical_hash
 from . import PhotoInfo, PieDataset, UserInfo
+from .icc import description
 from .images import Image, fit, read_image, same_shape
 
 FORMAT = "piebench-store/1"
@@ -164,7 +166,6 @@ class _null:
 def _progress(total: int, start: int, name: str, enabled: bool) -> Callable[[int | None], None]:
     if not enabled:
         return lambda n: None
-    from tqdm import tqdm
 
     bar = tqdm(total=total, initial=start, desc=f"prepare {name}", unit="photo")
 
@@ -221,8 +222,6 @@ def _prepare_photo(photo: PhotoSource, users: list[str], size: tuple[int, int] |
 
 def _icc_name(icc: bytes | None) -> str | None:
     """The embedded profile's description for the manifest (what the reader converted from)."""
-    from .icc import description
-
     return (description(icc) or "unnamed") if icc else None
 
 
@@ -299,8 +298,6 @@ def load_store(path: str | pathlib.Path, *, users: Iterable[str] | None = None, 
     The plain case is a zero-copy memory map; a reordering, a subset that is not a leading
     block, or a resize is written once to ``$PIEBENCH_CACHE`` (streamed photo by photo).
     """
-    from ..config import canonical_hash
-
     path = pathlib.Path(path).resolve()
     meta = read_store_meta(path)
     names = list(meta["users"])
@@ -362,11 +359,3 @@ def _derived(path: pathlib.Path, meta: dict, idx: list[int], size: tuple[int, in
         (out / "done").write_text("ok\n")
     mm = np.memmap(out / "versions.u8", dtype=np.uint8, mode="r", shape=shape)
     return mm.transpose(1, 0, 2, 3, 4)
-
-
-def remove_store(path: str | pathlib.Path) -> None:
-    """Delete a store and its unfinished ``.partial`` twin."""
-    path = pathlib.Path(path)
-    for p in (path, path.with_name(path.name + ".partial")):
-        if p.exists():
-            shutil.rmtree(p)

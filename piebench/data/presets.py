@@ -21,18 +21,22 @@ silently skipped. :func:`synth` writes a ``folder`` dataset: ``out/input/NAME.pn
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
+import shutil
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image as PILImage
 
 from .. import jsonio
 from ..errors import UsageError
-from .images import list_images, quantise, read_image, to_srgb
+from ..outputs import refuse_overlap
+from .images import list_images, quantise, read_image, resize, to_srgb
 from .retouch import LIGHTROOM, RetouchParams, retouch
 
 CRS = "http://ns.adobe.com/camera-raw-settings/1.0/"
@@ -156,8 +160,6 @@ def _user_name(stem: str, taken: set[str]) -> str:
 
 
 def _resize_long(image: np.ndarray, max_size: int) -> np.ndarray:
-    from .images import resize
-
     h, w = image.shape[:2]
     if max_size <= 0 or max(h, w) <= max_size:
         return image
@@ -180,17 +182,26 @@ def synth(presets: str | pathlib.Path, photos: str | pathlib.Path, out: str | pa
     "replaced": [files]}``; with ``warn`` the unsupported settings are also reported in one
     ``UserWarning``.
     """
-    import os
-    import shutil
-
-    from PIL import Image as PILImage
-
-    from ..outputs import refuse_overlap
-
     photos = pathlib.Path(photos)
     out = pathlib.Path(out)
     refuse_overlap(out, "--out", [("--photos", photos), ("--presets", presets)])
     read = read_presets(presets)
+    stems = _photo_stems(photos)
+    replaced = _replaceable(out, overwrite)
+    taken: set[str] = set()
+    users = [_user_name(p.name, taken) for p in read]
+    _write_dataset(out, stems, users, read, max_size, replace=bool(replaced))
+    unsupported: dict[str, list[str]] = {}
+    for p in read:
+        for key in p.unsupported:
+            unsupported.setdefault(key, []).append(pathlib.Path(p.path).name)
+    if unsupported and warn:
+        warnings.warn(unsupported_message(unsupported), UserWarning, stacklevel=2)
+    return {"users": users, "photos": sorted(stems), "unsupported": unsupported, "replaced": replaced}
+
+
+def _photo_stems(photos: pathlib.Path) -> dict[str, pathlib.Path]:
+    """The photos in ``photos`` by file stem (two photos with one stem are refused)."""
     if not photos.is_dir():
         raise UsageError(f"--photos {photos}: folder not found")
     files = list_images(photos)
@@ -201,19 +212,27 @@ def synth(presets: str | pathlib.Path, photos: str | pathlib.Path, out: str | pa
         if f.stem in stems:
             raise UsageError(f"{f}: two photos named {f.stem}.* in {photos} ({stems[f.stem].name}); rename one")
         stems[f.stem] = f
-    replaced: list[pathlib.Path] = []
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not out.is_dir():
-            raise UsageError(f"--out {out} is a file; choose a folder")
-        if not overwrite:
-            raise UsageError(f"--out {out} is not empty; add --overwrite to replace an earlier `data synth` output "
-                             f"there, or choose a new folder")
-        if not (out / "presets.json").is_file():
-            raise UsageError(f"--out {out} is not a `data synth` output (no presets.json); piebench replaces only "
-                             f"its own datasets -- choose a new folder")
-        replaced = sorted(p for p in out.rglob("*") if p.is_file())
-    taken: set[str] = set()
-    users = [_user_name(p.name, taken) for p in read]
+    return stems
+
+
+def _replaceable(out: pathlib.Path, overwrite: bool) -> list[pathlib.Path]:
+    """The files an earlier synth output at ``out`` holds (to be replaced); [] when ``out`` is new or empty."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return []
+    if not out.is_dir():
+        raise UsageError(f"--out {out} is a file; choose a folder")
+    if not overwrite:
+        raise UsageError(f"--out {out} is not empty; add --overwrite to replace an earlier `data synth` output "
+                         f"there, or choose a new folder")
+    if not (out / "presets.json").is_file():
+        raise UsageError(f"--out {out} is not a `data synth` output (no presets.json); piebench replaces only "
+                         f"its own datasets -- choose a new folder")
+    return sorted(p for p in out.rglob("*") if p.is_file())
+
+
+def _write_dataset(out: pathlib.Path, stems: dict[str, pathlib.Path], users: list[str], read: list[Preset],
+                   max_size: int, *, replace: bool) -> None:
+    """Retouch every photo with every preset in a hidden folder beside ``out``, then rename it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
     build = out.with_name(f".{out.name}.synth-{os.getpid()}")
     if build.exists():
@@ -230,7 +249,7 @@ def synth(presets: str | pathlib.Path, photos: str | pathlib.Path, out: str | pa
         (build / "presets.json").write_text(jsonio.dumps(
             {u: {"file": p.path, "params": p.params.to_dict(), "unsupported": p.unsupported}
              for u, p in zip(users, read, strict=True)}, non_finite="refuse", indent=1))
-        if replaced:
+        if replace:
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
             os.replace(build, out)
@@ -242,13 +261,6 @@ def synth(presets: str | pathlib.Path, photos: str | pathlib.Path, out: str | pa
     finally:
         if build.exists():
             shutil.rmtree(build, ignore_errors=True)
-    unsupported: dict[str, list[str]] = {}
-    for p in read:
-        for key in p.unsupported:
-            unsupported.setdefault(key, []).append(pathlib.Path(p.path).name)
-    if unsupported and warn:
-        warnings.warn(unsupported_message(unsupported), UserWarning, stacklevel=2)
-    return {"users": users, "photos": sorted(stems), "unsupported": unsupported, "replaced": replaced}
 
 
 def unsupported_message(unsupported: dict[str, list[str]]) -> str:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
+from skimage import data as skimage_data
 
 from ..errors import UsageError
 from .retouch import PARAM_NAMES, RetouchParams
@@ -31,18 +33,15 @@ class Scene:
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        from skimage import data
-
         if name == "stereo_motorcycle":
-            return np.asarray(data.stereo_motorcycle()[0])
-        return np.asarray(getattr(data, name)())
+            return np.asarray(skimage_data.stereo_motorcycle()[0])
+        return np.asarray(getattr(skimage_data, name)())
 
     return load
 
 
 def _grace_hopper() -> np.ndarray:
     import matplotlib.cbook as cbook
-    from PIL import Image
 
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         return np.asarray(Image.open(f).convert("RGB"))
@@ -135,8 +134,6 @@ def crop_boxes(height: int, width: int, count: int, rng: np.random.Generator,
 def render_crops(image: np.ndarray, boxes: np.ndarray, resolution: int):
     """Yield each box of ``image`` resized to ``resolution`` square, uint8 ``[R, R, 3]``
     (PIL's Lanczos filter, which anti-aliases when shrinking)."""
-    from PIL import Image
-
     pil = Image.fromarray(np.ascontiguousarray(image[..., :3]))
     for box in boxes:
         yield np.asarray(pil.resize((resolution, resolution), Image.Resampling.LANCZOS,

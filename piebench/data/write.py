@@ -19,8 +19,11 @@ import pathlib
 import struct
 import zlib
 
+import imagecodecs
 import numpy as np
+from PIL import Image as PILImage
 
+from ..colour import to_unit
 from .icc import srgb_profile
 from .images import Image
 
@@ -44,7 +47,6 @@ def output_name(source: pathlib.Path, fmt: str | None) -> tuple[str, str]:
 def _exif_upright(exif: bytes | None) -> bytes | None:
     if not exif:
         return None
-    from PIL import Image as PILImage
 
     table = PILImage.Exif()
     try:
@@ -63,8 +65,6 @@ def _to_dtype(unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _alpha(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    from ..colour import to_unit
-
     if alpha.dtype == dtype:
         return alpha
     return _to_dtype(to_unit(alpha), dtype)
@@ -75,8 +75,6 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _png16(arr: np.ndarray, icc: bytes, exif: bytes | None) -> bytes:
-    import imagecodecs
-
     png = imagecodecs.png_encode(np.ascontiguousarray(arr))
     ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length + type, IHDR data, CRC
     extra = _png_chunk(b"iCCP", b"sRGB\x00\x00" + zlib.compress(icc))
@@ -87,20 +85,18 @@ def _png16(arr: np.ndarray, icc: bytes, exif: bytes | None) -> bytes:
 
 def encode_photo(rgb: np.ndarray, like: Image, fmt: str, quality: int | None = None) -> bytes:
     """The bytes of ``rgb`` (float32 sRGB [0, 1], ``like``'s size) as a ``fmt`` file like ``like``."""
-    from PIL import Image as PILImage
-
     icc = srgb_profile()
     exif = _exif_upright(like.exif)
     alpha = like.alpha
     if fmt == "TIFF":
-        import tifffile
-
         dtype = np.float32 if like.bits == 32 else np.uint16 if like.bits == 16 else np.uint8
         arr = _to_dtype(rgb, dtype)
         extras = None
         if alpha is not None:
             arr = np.concatenate([arr, _alpha(alpha, arr.dtype)[..., None]], axis=-1)
             extras = ["unassalpha"]
+        import tifffile  # 0.1 s to import: only for TIFF output, not at every command's start
+
         buf = io.BytesIO()
         tifffile.imwrite(buf, arr, photometric="rgb", iccprofile=icc, extrasamples=extras,
                          compression="zlib" if dtype != np.float32 else None)

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..figures import FONT_PT, new_figure, save
 from ..stats import CI
+from .fidelity import psnr_from_mse
 
 __all__ = [
     "Steering", "control_accuracy", "control_heatmap", "mse_matrix", "psnr_matrix", "sensitivity",
@@ -52,8 +54,6 @@ def mse_matrix(out: Any, tgt: Any) -> np.ndarray:
 
 def psnr_matrix(out: Any, tgt: Any) -> np.ndarray:
     """``[P, U, U]`` PSNR in dB (data range 1) of out[p, u] vs tgt[p, v], capped at 100 dB where equal."""
-    from .fidelity import psnr_from_mse
-
     return psnr_from_mse(mse_matrix(out, tgt))
 
 
@@ -166,8 +166,6 @@ def control_heatmap(psnr_matrix_mean: Any, user_names: Sequence[str], path: str 
     every text at least 11 px (:mod:`piebench.figures`); values are written in the cells (46 px)
     up to 14 users, beyond that the cells are 30 px.
     """
-    from ..figures import FONT_PT, new_figure, save
-
     m = np.asarray(psnr_matrix_mean, dtype=np.float64)
     if m.ndim == 3:
         m = m.mean(0)

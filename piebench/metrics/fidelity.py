@@ -32,6 +32,7 @@ import torch
 
 from .. import colour
 from ..errors import PiebenchError, UsageError
+from ..weights import fetch_weights
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 #: The PSNR convention: at most 100 dB (data range 1), i.e. the MSE is floored at 1e-10. An
@@ -131,8 +132,6 @@ def alexnet_path() -> str:
 
 def fetch_alexnet() -> str:
     """The AlexNet file's path, downloaded first when missing (see :func:`piebench.weights.fetch_weights`)."""
-    from ..weights import fetch_weights
-
     return str(fetch_weights(ALEXNET_FILE, what="LPIPS needs torchvision's AlexNet weights"))
 
 

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..figures import FONT_PT, legend_outside, new_figure, save
+from ..stats import bootstrap_ci
 
 __all__ = [
     "linear_probe", "nmi_kmeans", "recall_at_1", "recall_at_1_chance", "ridge_probe",
@@ -144,8 +146,6 @@ def user_recall(emb: Any, users: Any, photos: Any, seed: int = 0, n_boot: int = 
     The CI resamples users (each with all its items; the candidate set stays the full one): the
     users are the sample the question "are users told apart?" generalises over.
     """
-    from ..stats import bootstrap_ci
-
     x, u, p = _prepare(emb, users, photos)
     ci = bootstrap_ci(_recall_hits(x, u, p), clusters=u, n_boot=n_boot, seed=seed)
     return {"mean": float(ci.mean), "ci": [float(ci.lo), float(ci.hi)], "chance": recall_at_1_chance(u, p),
@@ -298,8 +298,6 @@ def tsne_plot(emb: Any, users: Any, path: str | Path, title: str = "", seed: int
               user_names: Mapping[Any, str] | None = None) -> Path:
     """Write a t-SNE (cosine, perplexity min(30, (M-1)/3)) scatter coloured by user as a PNG."""
     from sklearn.manifold import TSNE
-
-    from ..figures import FONT_PT, legend_outside, new_figure, save
 
     x, _, _ = _prepare(emb, users)
     raw = np.asarray(users.detach().cpu().numpy() if hasattr(users, "detach") else users)

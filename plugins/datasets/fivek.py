@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from piebench import hookimpl
+from piebench.data.prepared import load_store, read_store_meta
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext
 
@@ -41,8 +42,6 @@ def build_fivek(ctx: BuildContext, root: str | None = None, resolution: int | No
                 users: Any = None, unseen_users: Any = None, seen_users: Any = None, split: str | None = None,
                 **ignored: Any):
     """Open the prepared store ``root`` as a PieDataset (see the module doc)."""
-    from piebench.data.prepared import load_store, read_store_meta
-
     if not root:
         raise UsageError("fivek needs a prepared store: --dataset fivek:STORE (create it with "
                          "`piebench data prepare fivek --root DIR --layout ... --out STORE`)")

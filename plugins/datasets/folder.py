@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from piebench import hookimpl
+from piebench.data.folder import build_folder as folder_dataset
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext
 
@@ -17,8 +18,6 @@ from piebench.interfaces import BuildContext
 def build_folder(ctx: BuildContext, root: str | None = None, resolution: int = 256, test_fraction: float = 0.2,
                  unseen_users: Any = None, **ignored: Any):
     """Build (once, cached) and open the folder dataset at ``root``."""
-    from piebench.data.folder import build_folder as build
-
     if not root:
         raise UsageError("folder needs a path: --dataset folder:PATH (PATH/input/ and PATH/<user>/)")
     if isinstance(unseen_users, str):
@@ -27,7 +26,7 @@ def build_folder(ctx: BuildContext, root: str | None = None, resolution: int = 2
         raise UsageError(f"folder: unseen_users must be a list of user folder names, got {unseen_users!r}")
     if not isinstance(test_fraction, int | float) or isinstance(test_fraction, bool):
         raise UsageError(f"folder: test_fraction must be a number in [0, 1), got {test_fraction!r}")
-    return build(root, resolution=resolution, test_fraction=float(test_fraction), unseen_users=unseen_users,
+    return folder_dataset(root, resolution=resolution, test_fraction=float(test_fraction), unseen_users=unseen_users,
                  min_refs=max(1, int(getattr(ctx, "num_refs", 1) or 1)), progress=True)
 
 

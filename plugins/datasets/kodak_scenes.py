@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from piebench.data.synth import Scene
 
@@ -36,8 +37,6 @@ def folder() -> Path:
 
 def _loader(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        from PIL import Image
-
         with Image.open(folder() / f"{name}.webp") as im:
             return np.asarray(im.convert("RGB"))
 
@@ -57,8 +56,6 @@ def files_digest() -> str:
 
 def reencode(src: str | Path, dst: str | Path | None = None) -> list[Path]:
     """Re-encode ``src/kodimNN.png`` into ``dst/kodimNN.webp`` with :data:`ENCODING`; writes SHA256SUMS."""
-    from PIL import Image
-
     src, dst = Path(src), Path(dst) if dst is not None else folder()
     dst.mkdir(parents=True, exist_ok=True)
     written = []

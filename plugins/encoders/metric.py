@@ -14,7 +14,6 @@ Configurations:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -163,10 +162,6 @@ class MetricEncoder(Encoder):
         vector = F.normalize(self.masked_mean(emb, mask), dim=1)
         maps = fmap.view(b, n, *fmap.shape[1:])
         return Preference(vector=vector, maps=(maps,), mask=mask)
-
-
-def _checkpoint_dir() -> str:
-    return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
 def build_metric_encoder(ctx: BuildContext, *, metric_loss: str, backbone: str = "small",

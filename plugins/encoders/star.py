@@ -23,6 +23,7 @@ Preference:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from piebench import hookimpl
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Encoder, Preference, RefSet
+from piebench.pretrained import load_into, read_state_dict
 
 #: Normalised-softmax scale of the official training script (``F.cross_entropy(sim * 20, y)``).
 PROXY_SCALE = 20.0
@@ -221,10 +223,6 @@ def load_official_encoder(encoder: StarEncoder, path: str) -> None:
     dim]``), each style's normalised mean embedding -- the official test's target centre -- is
     kept as ``encoder.style_centres`` for :meth:`StarEncoder.stored_styles`.
     """
-    import os
-
-    from piebench.pretrained import load_into, read_state_dict
-
     folder = path if os.path.isdir(path) else None
     if folder is not None:
         path = os.path.join(folder, "stylish.pth.tar")

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from piebench import hookimpl
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Enhancer, Preference
+from piebench.pretrained import load_into, read_state_dict
 
 CONDITIONS = ("image", "concat", "preference")
 #: Pixels per chunk of the folded inference path (64 channels x 4 Ki pixels = 1 MB in float32).
@@ -163,8 +164,6 @@ class CSRNetConditioned(CSRNet):
 def load_weights(module: CSRNet, path: str) -> None:
     """``load_pretrained`` entry: ``path`` is a CSRNet state_dict file such as the official
     ``experiments/pretrain_models/csrnet.pth`` (a plain state_dict with the official key names)."""
-    from piebench.pretrained import load_into, read_state_dict
-
     if type(module) is not CSRNet:
         raise UsageError("csrnet: released weights fit the unconditioned model (configuration 'paper')")
     load_into(module, read_state_dict(path), path)

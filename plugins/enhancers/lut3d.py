@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from piebench import hookimpl
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Enhancer, Preference
+from piebench.pretrained import load_into, read_torch_file
 
 #: The official trilinear kernel's bin size numerator (``binsize = 1.0001 / (dim - 1)``).
 BIN_NUMERATOR = 1.0001
@@ -148,8 +149,6 @@ def load_weights(module: LUT3D, path: str) -> None:
 
     ``LUTs.pth`` is ``{"0": {"LUT": T0}, "1": ..., ...}`` with each T ``[3, D, D, D]``.
     """
-    from piebench.pretrained import load_into, read_torch_file
-
     if type(module) is not LUT3D:
         raise UsageError("lut3d: released weights fit the unconditioned model (configuration 'paper')")
     if os.path.isdir(path):

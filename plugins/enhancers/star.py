@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from piebench import hookimpl
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Enhancer, Preference
+from piebench.pretrained import load_into, read_state_dict
 
 #: Entries of each interpolated curve (8-bit lookup).
 CURVE_DEPTH = 256
@@ -189,8 +190,6 @@ class StarEnhancer(Enhancer):
 
 def load_official(enhancer: StarEnhancer, mapping_path: str, enhancer_path: str) -> None:
     """Load the official ``mapping.pth.tar`` and ``enhancer.pth.tar`` (``{'state_dict': ...}``, ``module.`` keys)."""
-    from piebench.pretrained import load_into, read_state_dict
-
     load_into(enhancer.mapping, read_state_dict(mapping_path), mapping_path)
     load_into(enhancer.enhancer, read_state_dict(enhancer_path), enhancer_path)
 

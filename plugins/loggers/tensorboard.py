@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from PIL import Image
 
 from piebench import hookimpl
 from piebench.errors import UsageError
+from piebench.report import image_grid
 
 NAME = "tensorboard"
 SUBDIR = "tensorboard"
@@ -108,8 +111,6 @@ def _eval_scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _png_array(data: bytes) -> np.ndarray:
-    from PIL import Image
-
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
@@ -132,7 +133,6 @@ def _grid_image(grid: dict[str, Any]) -> np.ndarray:
 def _fit(a: np.ndarray, h: int, w: int) -> np.ndarray:
     if a.shape[:2] == (h, w):
         return a
-    from PIL import Image
 
     return np.asarray(Image.fromarray(a).resize((w, h)))
 
@@ -153,8 +153,6 @@ def on_eval_end(run, metrics):
         except Exception as err:  # noqa: BLE001
             _warn(f"figure {name} not logged", err)
     try:
-        from piebench.report import image_grid
-
         writer.add_image("image_grid", _grid_image(image_grid(run_dir, photos=3, max_users=6)), step,
                          dataformats="HWC")
     except Exception as err:  # noqa: BLE001
@@ -168,8 +166,6 @@ def on_eval_end(run, metrics):
 
 def _embeddings(writer: Any, run_dir: Path, step: int) -> None:
     """The evaluation's preference vectors labelled by user name, user group and photo."""
-    import pandas as pd
-
     data = np.load(run_dir / "control.npz")
     vectors = np.asarray(data["vectors"], dtype=np.float32)
     if vectors.ndim != 2 or not len(vectors):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import click
 import pytest
 import torch
 
-from piebench.cli import main
+from piebench.cli import COMMANDS, cli, main
 
 CASES = {
     "unknown encoder": (["--encoder", "angularr", "--enhancer", "sa"], "unknown encoder 'angularr' (did you mean 'angular'?)"),
@@ -47,3 +50,18 @@ def test_missing_runs_dir_parent(tmp_path: Path, capsys):
     assert exc.value.code == 2
     assert "parent does not exist" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_help_summaries_match_the_commands_and_help_loads_none_of_them():
+    """``piebench --help`` shows each command's own first sentence without importing its module."""
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(COMMANDS)
+    for name, (_, _, summary) in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command.name == name
+        assert click.utils.make_default_short_help(summary, 1000) == command.get_short_help_str(1000), name
+    probe = ("import sys\nfrom piebench.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.startswith('piebench.commands.')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "Commands:" in out and "users-curve" in out
+    assert out.strip().splitlines()[-1] == "[]"

@@ -33,7 +33,7 @@ def test_star_is_at_least_as_fast_as_the_official_code_in_the_committed_records(
     ratios = {b["param"]: b["extra_info"]["ratio_star_vs_official"] for b in bench}
     assert set(ratios) == {f"{w}-{s}" for w in ("curve step", "end to end") for s in ("1080p", "4k")}
     assert min(ratios.values()) >= 1.0
-    names = {r["enhancer"]["name"] for r in __import__("piebench.bench", fromlist=["x"]).iter_bench_records(
+    names = {r["enhancer"]["name"] for r in __import__("piebench.benchfiles", fromlist=["x"]).iter_bench_records(
         speed.RECORDS)}
     assert {"star", "lut3d", "csrnet", "hdrnet"} <= names
 

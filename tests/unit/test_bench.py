@@ -13,11 +13,10 @@ from piebench.bench import (
     bench_enhancer,
     build_for_bench,
     count_flops,
-    iter_bench_records,
     parse_sizes,
     quantiles_ms,
-    write_bench_record,
 )
+from piebench.benchfiles import iter_bench_records, write_bench_record
 from piebench.errors import UsageError
 
 

@@ -13,17 +13,17 @@ ROOT = Path(__file__).resolve().parents[2] / "piebench"
 KNOWN: list[set[str]] = []  # personalize reads checkpoints through piebench.checkpoints, not the trainer
 
 
-def _modules() -> dict[str, Path]:
+def _modules(root: Path = ROOT) -> dict[str, Path]:
     out = {}
-    for path in ROOT.rglob("*.py"):
-        parts = path.with_suffix("").relative_to(ROOT.parent).parts
+    for path in root.rglob("*.py"):
+        parts = path.with_suffix("").relative_to(root.parent).parts
         out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the piebench modules it imports anywhere in its body (relative or absolute)."""
-    mods = _modules()
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports anywhere in its body (relative or absolute)."""
+    mods = _modules(root)
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for mod, path in mods.items():
         package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
@@ -77,9 +77,15 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     return found
 
 
-def test_the_graph_sees_function_level_imports():
+def test_the_graph_sees_function_level_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    for name in ("__init__.py", "sub/__init__.py", "a.py", "sub/c.py"):
+        (pkg / name).write_text("")
+    (pkg / "b.py").write_text("from . import a\n\n\ndef f():\n    from .sub import c\n    import pkg.a\n")
+    assert import_graph(pkg)["pkg.b"] == {"pkg.a", "pkg.sub.c"}
     graph = import_graph()
-    assert "piebench.plugins" in graph["piebench.config"]  # imported inside model_versions()
+    assert "piebench.plugins" in graph["piebench.config"]
     assert "piebench.colour" in graph["piebench.metrics.fidelity"]
 
 
