@@ -9,14 +9,17 @@ same layout with narrower widths.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock
 
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext
 from piebench.weights import RESNET18, load_torchvision_backbone
+
+if TYPE_CHECKING:
+    from torchvision.models.resnet import BasicBlock
 
 #: ResNet-18's stage widths (torchvision).
 PAPER_WIDTHS = (64, 128, 256, 512)
@@ -32,6 +35,9 @@ class ResNetTrunk(nn.Module):
     """
 
     def __init__(self, widths: tuple[int, ...] = PAPER_WIDTHS, depth: int = 4) -> None:
+        # torchvision loads torch._dynamo (about 2 s): imported when a model is built, not at every command's start
+        from torchvision.models.resnet import BasicBlock
+
         super().__init__()
         if len(widths) != 4 or min(widths) < 1:
             raise UsageError(f"ResNet widths must be four positive channel counts, got {widths}")

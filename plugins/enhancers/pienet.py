@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from piebench_plugins.enhancers._common import pad_to_multiple
 from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock
 
 from piebench import hookimpl
 from piebench.errors import UsageError
@@ -86,6 +85,9 @@ class ResNet18Trunk(nn.Module):
     """
 
     def __init__(self, width: int = 64):
+        # torchvision loads torch._dynamo (about 2 s): imported when a model is built, not at every command's start
+        from torchvision.models.resnet import BasicBlock
+
         super().__init__()
         w = width
         self.conv1 = nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False)

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytorch_metric_learning import losses, miners
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from piebench import hookimpl
 from piebench.errors import UsageError
 from piebench.interfaces import BuildContext, Loss
+
+
+def _pml() -> Any:
+    """pytorch-metric-learning, imported when a metric loss is built: it loads scipy.stats (0.7 s),
+    which every command would otherwise pay at start-up."""
+    import pytorch_metric_learning.losses
+    import pytorch_metric_learning.miners
+
+    return pytorch_metric_learning
 
 
 class MetricLoss(Loss):
@@ -39,29 +47,29 @@ class MetricLoss(Loss):
 
 def build_triplet(ctx: BuildContext | None = None, margin: float = 0.2, **kw: Any) -> MetricLoss:
     """TripletMarginLoss over all triplets in the batch (PieNet's margin 0.2)."""
-    return MetricLoss(losses.TripletMarginLoss(margin=margin, **kw))
+    return MetricLoss(_pml().losses.TripletMarginLoss(margin=margin, **kw))
 
 
 def build_angular(ctx: BuildContext | None = None, alpha: float = 40, **kw: Any) -> MetricLoss:
     """AngularLoss (alpha in degrees)."""
-    return MetricLoss(losses.AngularLoss(alpha=alpha, **kw))
+    return MetricLoss(_pml().losses.AngularLoss(alpha=alpha, **kw))
 
 
 def build_circle(ctx: BuildContext | None = None, m: float = 0.4, gamma: float = 80, **kw: Any) -> MetricLoss:
     """CircleLoss (cosine similarity)."""
-    return MetricLoss(losses.CircleLoss(m=m, gamma=gamma, **kw))
+    return MetricLoss(_pml().losses.CircleLoss(m=m, gamma=gamma, **kw))
 
 
 def build_npair(ctx: BuildContext | None = None, **kw: Any) -> MetricLoss:
     """NPairsLoss."""
-    return MetricLoss(losses.NPairsLoss(**kw))
+    return MetricLoss(_pml().losses.NPairsLoss(**kw))
 
 
 def build_multisim(ctx: BuildContext | None = None, alpha: float = 2, beta: float = 50, base: float = 0.5,
                    epsilon: float = 0.1, **kw: Any) -> MetricLoss:
     """MultiSimilarityLoss with its MultiSimilarityMiner."""
-    return MetricLoss(losses.MultiSimilarityLoss(alpha=alpha, beta=beta, base=base, **kw),
-                      miners.MultiSimilarityMiner(epsilon=epsilon))
+    return MetricLoss(_pml().losses.MultiSimilarityLoss(alpha=alpha, beta=beta, base=base, **kw),
+                      _pml().miners.MultiSimilarityMiner(epsilon=epsilon))
 
 
 def build_normsoftmax(ctx: BuildContext | None = None, temperature: float = 0.05, lr: float = 0.01,
@@ -74,7 +82,7 @@ def build_normsoftmax(ctx: BuildContext | None = None, temperature: float = 0.05
         raise UsageError(f"loss 'normsoftmax' needs at least 2 training users, got {ctx.num_users}")
     if hasattr(ctx.encoder, "proxy_logits"):
         return EncoderProxyLoss(ctx.encoder)
-    loss = losses.NormalizedSoftmaxLoss(num_classes=ctx.num_users, embedding_size=int(ctx.encoder.dim),
+    loss = _pml().losses.NormalizedSoftmaxLoss(num_classes=ctx.num_users, embedding_size=int(ctx.encoder.dim),
                                         temperature=temperature, **kw)
     return MetricLoss(loss, lr=lr)
 

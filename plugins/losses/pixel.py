@@ -8,7 +8,6 @@ constants of ``skimage.color.rgb2lab``) with L scaled by 1/100 and a, b mapped b
 
 from __future__ import annotations
 
-import piq
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -56,6 +55,8 @@ class SSIMLoss(Loss):
     kind = "image"
 
     def forward(self, output: Tensor, target: Tensor, batch: Batch | None = None) -> Tensor:
+        import piq  # 1.5 s (it loads torchvision): only when this loss is trained
+
         return 1.0 - piq.ssim(output.clamp(0, 1), target.clamp(0, 1), data_range=1.0)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.vgg import cfgs, make_layers
 
 from piebench import hookimpl
 from piebench.errors import UsageError
@@ -45,6 +44,9 @@ class VGGFeatures(nn.Module):
         if unknown or not layers:
             raise UsageError(f"unknown VGG-16 layer(s) {', '.join(unknown) or '(none given)'}; "
                              f"choose from: {', '.join(VGG16_RELU)}")
+        # torchvision loads torch._dynamo (about 2 s): imported when a model is built, not at every command's start
+        from torchvision.models.vgg import cfgs, make_layers
+
         self.indices = tuple(VGG16_RELU[name] for name in layers)
         self.features = make_layers(cfgs["D"])[: max(self.indices) + 1]
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
