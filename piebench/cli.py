@@ -13,7 +13,6 @@ import sys
 import traceback
 
 import click
-from click.utils import make_default_short_help
 
 from ._version import __version__
 from .errors import PiebenchError
@@ -53,6 +52,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _short_help(name: str, limit: int) -> str:
+    """The summary of command ``name`` shortened as click shortens a loaded command's help."""
+    return click.Command(name, help=COMMANDS[name][2]).get_short_help_str(limit)
+
+
 class LazyGroup(click.Group):
     """A group that imports a sub-command's module only when the command is looked up to run."""
 
@@ -69,7 +73,7 @@ class LazyGroup(click.Group):
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max(len(name) for name in names)
         with formatter.section("Commands"):
-            formatter.write_dl([(name, make_default_short_help(COMMANDS[name][2], limit)) for name in names])
+            formatter.write_dl([(name, _short_help(name, limit)) for name in names])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
