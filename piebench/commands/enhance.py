@@ -43,8 +43,9 @@ def enhance(run_dir, refs, style, enhancer, weights, configuration, inputs, out,
 
     from ..build import resolve_device
     from ..enhancing import check_finite_weights, enhance_photos
+    from ..full_resolution import enhance_full, full_resolution_of
     from ..outputs import refuse_overlap
-    from ..personalize import enhance_full, full_resolution_of, list_inputs, load_run, read_refs
+    from ..personalize import list_inputs, load_run, read_refs
 
     if bool(run_dir) == bool(enhancer):
         raise UsageError("give either --run RUN_DIR (with --refs) or --enhancer NAME --weights PATH")

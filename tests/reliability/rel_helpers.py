@@ -45,7 +45,7 @@ def _emit(**event):
 
 @hookimpl
 def on_run_start(run):
-    _emit(event="start", key=run.config["_run_key"], resumed_from=run.record.get("resumed_from_step"),
+    _emit(event="start", key=run.run_key, resumed_from=run.record.get("resumed_from_step"),
           run_dir=str(run.run_dir))
 
 
@@ -63,7 +63,7 @@ def on_eval_end(run, metrics):
 
 @hookimpl
 def on_run_end(run, record):
-    _emit(event="end", key=run.config["_run_key"], status=record["status"])
+    _emit(event="end", key=run.run_key, status=record["status"])
 '''
 
 FAULTY = '''
