@@ -149,9 +149,8 @@ class DistContext:
         """
         if not self.active:
             return emb, users
-        from torch.distributed.nn.functional import (
-            all_gather,  # lazy: absent from torch builds without distributed
-        )
+        # lazy: torch builds without distributed support lack this module
+        from torch.distributed.nn.functional import all_gather
 
         users_all = [torch.empty_like(users) for _ in range(self.world_size)]
         torch.distributed.all_gather(users_all, users)
@@ -206,9 +205,8 @@ class GlobalBatchNorm(nn.BatchNorm2d):
         if not (self.training and torch.distributed.is_available() and torch.distributed.is_initialized()
                 and torch.distributed.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import (
-            all_reduce,  # lazy: absent from torch builds without distributed
-        )
+        # lazy: torch builds without distributed support lack this module
+        from torch.distributed.nn.functional import all_reduce
 
         c = x.shape[1]
         xf = x.float()

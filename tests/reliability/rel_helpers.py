@@ -186,15 +186,15 @@ def _default_signals() -> None:
 
 
 class Child:
-    """A ``python -m piebench`` child whose output goes to files the parent can watch."""
+    """A ``python -m piebench`` child (or ``command``) whose output goes to files the parent can watch."""
 
-    def __init__(self, args: list[str], env: dict, workdir: Path) -> None:
+    def __init__(self, args: list[str], env: dict, workdir: Path, command: list[str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = workdir / "stdout.txt", workdir / "stderr.txt"
         self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")
         # As a foreground terminal process: Ctrl-C and SIGTERM at their defaults, even when pytest
         # itself was started with SIGINT ignored (a background job of a script), which children inherit.
-        self.proc = subprocess.Popen([sys.executable, "-m", "piebench", *args], stdout=self._out,
+        self.proc = subprocess.Popen([*(command or [sys.executable, "-m", "piebench"]), *args], stdout=self._out,
                                      stderr=self._err, env=env, text=True, preexec_fn=_default_signals)
 
     def alive(self) -> bool:
