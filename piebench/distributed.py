@@ -71,10 +71,6 @@ class DistContext:
         return self.rank == 0
 
     # -- generic collectives ---------------------------------------------------------------
-    def barrier(self) -> None:
-        if self.active:
-            torch.distributed.barrier()
-
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         if not self.active:

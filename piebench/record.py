@@ -40,7 +40,7 @@ END_STATUSES = ("finished", "failed", "interrupted")
 class RunRecord:
     """A run's ``record.json``: its fields in :attr:`data`, written only by rank 0.
 
-    ``path`` is where :meth:`write` puts it (None: nowhere yet, see :meth:`attach`); ``rank``
+    ``path`` is where :meth:`write` puts it (None: nowhere); ``rank``
     is this process's rank (ranks > 0 never write).
     """
 
@@ -82,10 +82,6 @@ class RunRecord:
     def load(cls, path: str | Path, *, rank: int = 0) -> RunRecord:
         """The record at ``path`` (UsageError when it is malformed or from a newer piebench)."""
         return cls(load_record(path), path, rank=rank)
-
-    def attach(self, path: str | Path) -> None:
-        """Write to ``path`` from now on."""
-        self.path = Path(path)
 
     # -- what happens during a run -----------------------------------------------------------
     def start(self, *, notes: list[str], pretrained_from: str, parameters: dict[str, int]) -> None:
