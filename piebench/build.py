@@ -7,8 +7,8 @@ Each builder can also say what it built with (``resolved``, written into a run's
 (defaults from the builder's signature, then the configuration's, then the user's) and the
 scalar fields of the :class:`~piebench.interfaces.BuildContext` it received, as JSON-safe
 values (:func:`json_safe`). That is enough to rebuild the component with the same shapes:
-``registry.get(kind, name).build(BuildContext(**context), **params)`` (an enhancer's context
-names the encoder it was built with, whose instance goes into ``ctx.encoder``).
+``registry.get(kind, name).build(BuildContext(**context), **params)``, where a context naming
+an ``encoder`` or a ``dataset`` gets the instance rebuilt from that entry of ``resolved``.
 """
 
 from __future__ import annotations
@@ -179,7 +179,9 @@ def describe(spec: Spec, ctx: BuildContext, configuration: str | None = None, us
     context = {"num_users": ctx.num_users, "num_refs": ctx.num_refs, "image_size": ctx.image_size,
                "pretrained": ctx.pretrained}
     if ctx.encoder is not None:
-        context["encoder"] = encoder_name
+        context["encoder"] = encoder_name  # the instance built from resolved["encoder"]
+    if ctx.dataset is not None:
+        context["dataset"] = getattr(ctx.dataset, "name", "")  # the one built from resolved["dataset"]
     return {"name": spec.name, "plugin": spec.plugin, "plugin_version": spec.plugin_version,
             "version": spec.version, "paper": spec.paper, "configuration": configuration,
             "params": json_safe(builder_params(spec, configuration, user_params)), "context": context}

@@ -40,7 +40,7 @@ from .data.manifest import build_manifest
 from .diagnostics import alarms, run_diagnostics, user_recall_entries
 from .distributed import DistContext
 from .distributed import setup as setup_distributed
-from .errors import RunFailed, UsageError
+from .errors import RunFailed
 from .evaluate import EvalResult, evaluate, gather_results, summarize
 from .full_resolution import full_resolution_of
 from .plugins import get_manager
@@ -49,11 +49,10 @@ from .runs import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    find_runs,
-    load_record,
-    new_run_id,
+    choose_run_dir,
+    finished_run,
     probe_writable,
-    run_group_dir,
+    remove_stale_temporaries,
     run_lock,
 )
 from .train import Trainer
@@ -199,13 +198,16 @@ def open_run(cfg: dict, runs_dir: Path, built: Prepared, *, dist: DistContext, k
     """Choose the run directory (the caller holds the run key's lock on rank 0) and write its
     record, ``config.json`` and ``manifest.json``. With ``--resume`` and a finished run of
     ``key``: that run's (directory, record) instead."""
-    done = _finished_run(runs_dir, key) if resume and not resume_from and dist.is_main else None
+    done = finished_run(runs_dir, key) if resume and not resume_from and dist.is_main else None
     if dist.broadcast_object(done is not None):
         return dist.broadcast_object(done)
-    run_dir, state = _choose_run_dir(cfg, runs_dir, key, resume, resume_from) if dist.is_main else (None, None)
+    run_dir, state = None, None
+    if dist.is_main:
+        run_dir, resuming = choose_run_dir(cfg, runs_dir, key, resume, resume_from)
+        state = resume_state(run_dir) if resuming else None
     fresh = dist.is_main and state is None and not (run_dir / "record.json").exists()
     if dist.is_main and not fresh:
-        _remove_stale_temporaries(run_dir)
+        remove_stale_temporaries(run_dir)
     run_dir, fresh, resumed = dist.broadcast_object((run_dir, fresh, state is not None))
     if resumed and state is None:  # ranks > 0 load the checkpoint rank 0 chose
         state = latest_checkpoint(run_dir / "checkpoints")[1]
@@ -238,45 +240,6 @@ def _open_record(cfg: dict, run_dir: Path, built: Prepared, *, dist: DistContext
     return RunRecord.new(cfg, key=key, eval_hash=C.eval_hash(cfg, built.comps.dataset.recipe_hash),
                          train_hash=C.train_hash(cfg), plugins=plugins_used(built.resolved), device=dist.device,
                          path=path, rank=dist.rank)
-
-
-def _choose_run_dir(cfg: dict, runs_dir: Path, key: str, resume: bool,
-                    resume_from: str | None) -> tuple[Path, dict | None]:
-    """A new run directory, or the one to resume with its latest checkpoint."""
-    if resume_from:
-        run_dir = Path(resume_from)
-        if not (run_dir / "record.json").exists():
-            raise UsageError(f"--resume-from {resume_from}: not a run directory (no record.json)")
-        rec = load_record(run_dir / "record.json")
-        if rec.get("run_key") != key:
-            raise UsageError(f"--resume-from {resume_from}: that run has a different configuration "
-                             f"(run key {rec.get('run_key')} != {key}); use the same flags it was started with")
-        return run_dir, resume_state(run_dir)
-    if resume:
-        for run_dir, rec in reversed(find_runs(runs_dir, key)):
-            if rec.get("status") != "finished":
-                return run_dir, resume_state(run_dir)
-    run_dir = run_group_dir(runs_dir, cfg) / new_run_id(cfg, key)
-    run_dir.mkdir(parents=True, exist_ok=False)
-    return run_dir, None
-
-
-def _finished_run(runs_dir: Path, key: str) -> tuple[Path, dict] | None:
-    """The newest finished run of ``key``, looked up under the lock (so one that another process
-    finished while this one waited for the lock counts), announced on stderr."""
-    for run_dir, rec in reversed(find_runs(runs_dir, key)):
-        if rec.get("status") == "finished":
-            print(f"piebench: {run_dir} has already finished this configuration; reusing it (run without "
-                  f"--resume for a new run)", file=sys.stderr)
-            return run_dir, rec
-    return None
-
-
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete half-written temporary files a killed process left (the caller holds the run lock)."""
-    for path in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp"), run_dir / "per_image.csv.tmp"]:
-        with contextlib.suppress(OSError):
-            path.unlink()
 
 
 # -- step 2: train ---------------------------------------------------------------------------------

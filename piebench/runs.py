@@ -213,6 +213,46 @@ def run_lock(runs_dir: Path, key: str, wait: bool = False) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# -- choosing a run's directory (the caller holds the run key's lock) ------------------------------
+def choose_run_dir(cfg: dict, runs_dir: Path, key: str, resume: bool, resume_from: str | None) -> tuple[Path, bool]:
+    """A new run directory (created), or the one to resume (``--resume-from`` or the newest
+    unfinished run of ``key`` with ``--resume``); the flag says which (True: resume it)."""
+    if resume_from:
+        run_dir = Path(resume_from)
+        if not (run_dir / "record.json").exists():
+            raise UsageError(f"--resume-from {resume_from}: not a run directory (no record.json)")
+        rec = load_record(run_dir / "record.json")
+        if rec.get("run_key") != key:
+            raise UsageError(f"--resume-from {resume_from}: that run has a different configuration "
+                             f"(run key {rec.get('run_key')} != {key}); use the same flags it was started with")
+        return run_dir, True
+    if resume:
+        for run_dir, rec in reversed(find_runs(runs_dir, key)):
+            if rec.get("status") != "finished":
+                return run_dir, True
+    run_dir = run_group_dir(runs_dir, cfg) / new_run_id(cfg, key)
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir, False
+
+
+def finished_run(runs_dir: Path, key: str) -> tuple[Path, dict] | None:
+    """The newest finished run of ``key``, looked up under the lock (so one that another process
+    finished while this one waited for the lock counts), announced on stderr."""
+    for run_dir, rec in reversed(find_runs(runs_dir, key)):
+        if rec.get("status") == "finished":
+            print(f"piebench: {run_dir} has already finished this configuration; reusing it (run without "
+                  f"--resume for a new run)", file=sys.stderr)
+            return run_dir, rec
+    return None
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete half-written temporary files a killed process left (the caller holds the run lock)."""
+    for path in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp"), run_dir / "per_image.csv.tmp"]:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def archive_records(runs_dir: str | Path, dest: str | Path, protocol: str | None = None) -> list[Path]:
     """Copy finished records (record.json + a trimmed per_image.csv) under ``dest``, keeping the
     layout ``<protocol>/<encoder>+<enhancer>/<run-id>/``: small files a leaderboard can be

@@ -23,7 +23,7 @@ from . import jsonio
 from .build import Components
 from .checkpoints import write_checkpoint
 from .distributed import DistContext
-from .errors import PiebenchError, RunFailed, UsageError
+from .errors import RunFailed, UsageError
 from .plugins import get_registry
 from .precision import Precision
 from .runs import atomic_write_text
@@ -308,7 +308,7 @@ def _plugin_of(kind: str, name: str) -> str:
     """The plugin that registered ``kind`` ``name`` (for error messages)."""
     try:
         return get_registry().get(kind, name).plugin or "?"
-    except PiebenchError:
+    except Exception:  # noqa: BLE001 - composing an error message must not raise another
         return "?"
 
 

@@ -32,7 +32,7 @@ def _strict(text: str):
 
 def _rebuild(kind: str, entry: dict, encoder=None):
     """A component built from its config.json entry alone (plus the rebuilt encoder it names)."""
-    context = {k: v for k, v in entry["context"].items() if k != "encoder"}
+    context = {k: v for k, v in entry["context"].items() if k not in ("encoder", "dataset")}
     ctx = BuildContext(**context, encoder=encoder if "encoder" in entry["context"] else None)
     return get_registry().get(kind, entry["name"]).build(ctx, **entry["params"])
 
@@ -48,6 +48,7 @@ def test_components_rebuild_from_config_json_alone(reference_run):
     encoder = _rebuild("encoder", resolved["encoder"])
     enhancer = _rebuild("enhancer", resolved["enhancer"], encoder)
     assert resolved["enhancer"]["context"]["encoder"] == "center"
+    assert resolved["encoder"]["context"]["dataset"] == resolved["dataset"]["name"] == "pie-synth"
     for name, module in (("encoder", encoder), ("enhancer", enhancer)):
         assert _shapes(module.state_dict()) == _shapes(ckpt[name]), name
         assert sum(p.numel() for p in module.parameters()) == reference_run["record"]["parameters"][name]
