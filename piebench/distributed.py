@@ -20,7 +20,9 @@ How a step stays equal to a one-process step with the same global batch:
 * image losses are batch means, so the mean of the shard means is the global mean.
 
 Only rank 0 writes records, logs and checkpoints. Evaluation gives each rank every
-``world_size``-th manifest entry and gathers the results in manifest order.
+``world_size``-th manifest entry (:meth:`DistContext.shard_manifest`); the results travel back
+with :meth:`DistContext.all_gather_object` and are merged in manifest order by
+:func:`piebench.evaluate.gather_results`.
 """
 
 from __future__ import annotations
@@ -69,10 +71,6 @@ class DistContext:
         return self.rank == 0
 
     # -- generic collectives ---------------------------------------------------------------
-    def barrier(self) -> None:
-        if self.active:
-            torch.distributed.barrier()
-
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         if not self.active:
@@ -147,6 +145,7 @@ class DistContext:
         """
         if not self.active:
             return emb, users
+        # lazy: torch builds without distributed support lack this module
         from torch.distributed.nn.functional import all_gather
 
         users_all = [torch.empty_like(users) for _ in range(self.world_size)]
@@ -159,14 +158,6 @@ class DistContext:
         if not self.active:
             return manifest
         return {**manifest, "entries": manifest["entries"][self.rank :: self.world_size]}
-
-    def gather_eval(self, result: Any, manifest: dict[str, Any]) -> Any:
-        """The one-process :class:`~piebench.evaluate.EvalResult` of ``manifest`` from every rank's
-        result of its :meth:`shard_manifest` (None for an empty shard); on rank 0, None elsewhere."""
-        if not self.active:
-            return result
-        parts = self.all_gather_object(result)
-        return merge_eval(parts, manifest) if self.is_main else None
 
 
 class ShardSampler:
@@ -210,6 +201,7 @@ class GlobalBatchNorm(nn.BatchNorm2d):
         if not (self.training and torch.distributed.is_available() and torch.distributed.is_initialized()
                 and torch.distributed.get_world_size() > 1):
             return super().forward(x)
+        # lazy: torch builds without distributed support lack this module
         from torch.distributed.nn.functional import all_reduce
 
         c = x.shape[1]
@@ -282,43 +274,3 @@ def current() -> DistContext:
 def _shutdown() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-def merge_eval(parts: list[Any], manifest: dict[str, Any]) -> Any:
-    """One :class:`~piebench.evaluate.EvalResult` in manifest order from the ranks' shard results
-    (rank r evaluated entries r, r + W, ...)."""
-    import pandas as pd
-
-    from .evaluate import EvalResult
-
-    parts = [p for p in parts if p is not None]  # a rank with no entries (more ranks than photos)
-    order = {int(e["photo"]): i for i, e in enumerate(manifest["entries"])}
-    if len(order) != len(manifest["entries"]):
-        raise UsageError("the reference manifest lists a photo twice; sharded evaluation needs one entry per photo")
-
-    def by_photo(photos: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
-        key = np.array([order[int(p)] for p in photos], np.int64)
-        perm = np.argsort(key, kind="stable")
-        return [a[perm] for a in arrays]
-
-    def cat(name: str) -> np.ndarray:
-        arrays = [getattr(p, name) for p in parts if len(getattr(p, name))]
-        return np.concatenate(arrays) if arrays else getattr(parts[0], name)
-
-    df = pd.concat([p.per_image for p in parts], ignore_index=True)
-    if len(df):
-        df = df.assign(_k=df["photo"].map(order)).sort_values(["_k", "draw"], kind="stable")
-        df = df.drop(columns="_k").reset_index(drop=True)
-    gp = cat("group_photos")
-    mot, mtt, gp = by_photo(gp, cat("mse_out_tgt"), cat("mse_tgt_tgt"), gp)
-    emb, emb_u, emb_p = by_photo(cat("embedding_photos"), cat("embeddings"), cat("embedding_users"),
-                                 cat("embedding_photos"))
-    draws = [p.vector_draws if p.vector_draws is not None else np.zeros(len(p.vectors), np.int64) for p in parts]
-    vec, vec_u, vec_p, vec_d = by_photo(cat("vector_photos"), cat("vectors"), cat("vector_users"), cat("vector_photos"),
-                                        np.concatenate(draws) if draws else np.zeros(0, np.int64))
-    unavailable: dict[str, str] = {}
-    for p in parts:
-        unavailable.update(p.unavailable)
-    return EvalResult(per_image=df, mse_out_tgt=mot, mse_tgt_tgt=mtt, group_photos=gp, embeddings=emb,
-                      embedding_users=emb_u, embedding_photos=emb_p, vectors=vec, vector_users=vec_u,
-                      vector_photos=vec_p, unavailable=unavailable, vector_draws=vec_d)

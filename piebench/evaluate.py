@@ -16,8 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
+from .data.manifest import eval_batches
+from .errors import UsageError
+from .full_resolution import enhance_each
 from .interfaces import Encoder, Enhancer
+from .metrics.fidelity import cap_psnr, psnr_from_mse
+from .stats import bootstrap_ci
 
 
 @dataclass
@@ -53,78 +59,97 @@ def evaluate(encoder: Encoder, enhancer: Enhancer, dataset: Any, manifest: dict,
 
     ``full``: test photos at their own resolution (``dataset.full_versions``), enhanced one user
     at a time in one pass when ``full_resolution_path`` (curves, LUTs, grids) and otherwise in
-    blended tiles (:func:`~piebench.personalize.enhance_full`); references, the encoder's query
-    and the embeddings of the targets stay at the store's size.
+    blended tiles (:func:`~piebench.full_resolution.enhance_full`); references, the encoder's
+    query and the embeddings of the targets stay at the store's size.
     """
-    from tqdm import tqdm
-
-    from .data.manifest import eval_batches
-    from .metrics.fidelity import psnr_from_mse
-    from .personalize import enhance_full
-
     encoder.eval()
     enhancer.eval()
-    users = dataset.users
-    U = len(users)
-    rows: list[dict[str, Any]] = []
-    mot, mtt, gphotos = [], [], []
-    emb, emb_u, emb_p, vec, vec_u, vec_p, vec_d = [], [], [], [], [], [], []
+    parts = _Parts()
     n_groups = len(manifest["entries"]) * int(manifest["draws"])
     bar = tqdm(total=n_groups, desc="evaluate", unit="photo", disable=not progress, leave=False)
     for photo, draw, batch in eval_batches(dataset, manifest, pairs=pairs, device=device, full=full):
         pref = encoder(batch.refs)
         if full:
-            out = torch.cat([enhance_full(enhancer, batch.input[i : i + 1], pref.take([i]),
-                                          full_resolution=full_resolution_path).float()
-                             for i in range(batch.input.shape[0])]).clamp(0, 1)
+            out = enhance_each(enhancer, batch.input, pref, full_resolution=full_resolution_path)
         else:
             out = enhancer(batch.input, pref).float().clamp(0, 1)
         target = batch.target.float()
-        values = {name: fn(out, target).detach().double().cpu().numpy() for name, fn in metrics.items()}
-        identity = metrics["psnr"](batch.input.float(), target).double().cpu().numpy() if "psnr" in metrics else None
-        d_out = _mse_matrix(out, target).double().cpu().numpy()  # [u_out, v_tgt]
-        d_tgt = _mse_matrix(target, target).double().cpu().numpy()
-        psnr_m = psnr_from_mse(d_out)
         uid = batch.user.cpu().numpy()
-        n = len(uid)
-        for i, u in enumerate(uid):
-            others = [j for j in range(n) if j != i]
-            row = {"photo": int(photo), "scene": dataset.photos[photo].scene, "draw": int(draw), "user": int(u),
-                   "user_name": users[u].name, "seen": bool(users[u].seen)}
-            for name, val in values.items():
-                row[name] = float(val[i])
-            if identity is not None:
-                row["identity_psnr"] = float(identity[i])
-            # own preference vs every other user's preference, scored against u's target
-            row["sensitivity"] = float(psnr_m[i, i] - psnr_m[others, i].mean()) if others else float("nan")
-            rows.append(row)
-        full_out = np.full((U, U), np.nan)
-        full_tgt = np.full((U, U), np.nan)
-        full_out[np.ix_(uid, uid)] = d_out
-        full_tgt[np.ix_(uid, uid)] = d_tgt
-        mot.append(full_out)
-        mtt.append(full_tgt)
-        gphotos.append(photo)
+        d_out = _mse_matrix(out, target).double().cpu().numpy()  # [u_out, v_tgt]
+        parts.rows.extend(_rows(dataset, photo, draw, uid, out, target, batch.input.float(), metrics, d_out))
+        parts.add_group(photo, uid, d_out, _mse_matrix(target, target).double().cpu().numpy(), len(dataset.users))
         if draw == 0:  # the targets do not change with the draw
-            emb.append(encoder.embed(batch.extras.get("store_target", target)).float().cpu().numpy())
-            emb_u.append(uid)
-            emb_p.append(np.full(n, photo))
-        vec.append(pref.vector.float().cpu().numpy())  # what the enhancer received, every draw
-        vec_u.append(uid)
-        vec_p.append(np.full(n, photo))
-        vec_d.append(np.full(n, draw))
+            parts.add_embeddings(encoder.embed(batch.extras.get("store_target", target)), uid, photo)
+        parts.add_vectors(pref.vector, uid, photo, draw)  # what the enhancer received, every draw
         bar.update(1)
     bar.close()
+    return parts.result(unavailable)
 
-    def cat(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros((0,))
 
-    return EvalResult(
-        per_image=pd.DataFrame(rows), mse_out_tgt=np.stack(mot), mse_tgt_tgt=np.stack(mtt),
-        group_photos=np.asarray(gphotos), embeddings=cat(emb), embedding_users=cat(emb_u),
-        embedding_photos=cat(emb_p), vectors=cat(vec), vector_users=cat(vec_u), vector_photos=cat(vec_p),
-        unavailable=dict(unavailable or {}), vector_draws=cat(vec_d),
-    )
+def _rows(dataset: Any, photo: int, draw: int, uid: np.ndarray, out: torch.Tensor, target: torch.Tensor,
+          inputs: torch.Tensor, metrics: dict[str, Callable], d_out: np.ndarray) -> list[dict[str, Any]]:
+    """The per-image rows of one (photo, draw) group: metrics, identity PSNR, sensitivity."""
+    users = dataset.users
+    values = {name: fn(out, target).detach().double().cpu().numpy() for name, fn in metrics.items()}
+    identity = metrics["psnr"](inputs, target).double().cpu().numpy() if "psnr" in metrics else None
+    psnr_m = psnr_from_mse(d_out)
+    rows = []
+    for i, u in enumerate(uid):
+        others = [j for j in range(len(uid)) if j != i]
+        row = {"photo": int(photo), "scene": dataset.photos[photo].scene, "draw": int(draw), "user": int(u),
+               "user_name": users[u].name, "seen": bool(users[u].seen)}
+        for name, val in values.items():
+            row[name] = float(val[i])
+        if identity is not None:
+            row["identity_psnr"] = float(identity[i])
+        # own preference vs every other user's preference, scored against u's target
+        row["sensitivity"] = float(psnr_m[i, i] - psnr_m[others, i].mean()) if others else float("nan")
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class _Parts:
+    """What :func:`evaluate` accumulates group by group, stacked into an :class:`EvalResult`."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    mot: list[np.ndarray] = field(default_factory=list)
+    mtt: list[np.ndarray] = field(default_factory=list)
+    gphotos: list[int] = field(default_factory=list)
+    emb: list[list[np.ndarray]] = field(default_factory=lambda: [[], [], []])  # embeddings, users, photos
+    vec: list[list[np.ndarray]] = field(default_factory=lambda: [[], [], [], []])  # vectors, users, photos, draws
+
+    def add_group(self, photo: int, uid: np.ndarray, d_out: np.ndarray, d_tgt: np.ndarray, n_users: int) -> None:
+        """The ``[U, U]`` control matrices of one group, NaN for users without this photo."""
+        full_out, full_tgt = np.full((n_users, n_users), np.nan), np.full((n_users, n_users), np.nan)
+        full_out[np.ix_(uid, uid)] = d_out
+        full_tgt[np.ix_(uid, uid)] = d_tgt
+        self.mot.append(full_out)
+        self.mtt.append(full_tgt)
+        self.gphotos.append(photo)
+
+    def add_embeddings(self, emb: torch.Tensor, uid: np.ndarray, photo: int) -> None:
+        for part, value in zip(self.emb, (emb.float().cpu().numpy(), uid, np.full(len(uid), photo)), strict=True):
+            part.append(value)
+
+    def add_vectors(self, vectors: torch.Tensor, uid: np.ndarray, photo: int, draw: int) -> None:
+        n = len(uid)
+        for part, value in zip(self.vec, (vectors.float().cpu().numpy(), uid, np.full(n, photo), np.full(n, draw)),
+                               strict=True):
+            part.append(value)
+
+    def result(self, unavailable: dict[str, str] | None) -> EvalResult:
+        emb, emb_u, emb_p = (_cat(p) for p in self.emb)
+        vec, vec_u, vec_p, vec_d = (_cat(p) for p in self.vec)
+        return EvalResult(
+            per_image=pd.DataFrame(self.rows), mse_out_tgt=np.stack(self.mot), mse_tgt_tgt=np.stack(self.mtt),
+            group_photos=np.asarray(self.gphotos), embeddings=emb, embedding_users=emb_u, embedding_photos=emb_p,
+            vectors=vec, vector_users=vec_u, vector_photos=vec_p, unavailable=dict(unavailable or {}),
+            vector_draws=vec_d)
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros((0,))
 
 
 def summarize(result: EvalResult, metric_names: list[str], seed: int = 0) -> dict[str, Any]:
@@ -135,9 +160,6 @@ def summarize(result: EvalResult, metric_names: list[str], seed: int = 0) -> dic
     (``n_scenes``; photos stand in for scenes in rows without a ``scene`` column). PSNR columns
     follow the 100 dB convention (:func:`~piebench.metrics.fidelity.cap_psnr`).
     """
-    from .metrics.fidelity import cap_psnr
-    from .stats import bootstrap_ci
-
     df = result.per_image.copy()
     for col in [c for c in df.columns if "psnr" in c and pd.api.types.is_numeric_dtype(df[c])]:
         df[col] = cap_psnr(df[col])
@@ -173,3 +195,50 @@ def summarize(result: EvalResult, metric_names: list[str], seed: int = 0) -> dic
     for name, why in result.unavailable.items():
         summary.setdefault("unavailable", {})[name] = why
     return summary
+
+
+# -- sharded evaluation (torchrun): rank r scores manifest entries r, r + W, ... -------------------
+def gather_results(dist: Any, result: EvalResult | None, manifest: dict[str, Any]) -> EvalResult | None:
+    """The one-process :class:`EvalResult` of ``manifest`` from every rank's result of its
+    shard (``dist.shard_manifest``; None for an empty shard): on rank 0, None elsewhere.
+    ``dist`` is the run's :class:`~piebench.distributed.DistContext` (it only communicates)."""
+    if not dist.active:
+        return result
+    parts = dist.all_gather_object(result)
+    return merge_eval(parts, manifest) if dist.is_main else None
+
+
+def merge_eval(parts: list[EvalResult | None], manifest: dict[str, Any]) -> EvalResult:
+    """One :class:`EvalResult` in manifest order from the ranks' shard results
+    (rank r evaluated entries r, r + W, ...)."""
+    parts = [p for p in parts if p is not None]  # a rank with no entries (more ranks than photos)
+    order = {int(e["photo"]): i for i, e in enumerate(manifest["entries"])}
+    if len(order) != len(manifest["entries"]):
+        raise UsageError("the reference manifest lists a photo twice; sharded evaluation needs one entry per photo")
+
+    def by_photo(photos: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+        key = np.array([order[int(p)] for p in photos], np.int64)
+        perm = np.argsort(key, kind="stable")
+        return [a[perm] for a in arrays]
+
+    def cat(name: str) -> np.ndarray:
+        arrays = [getattr(p, name) for p in parts if len(getattr(p, name))]
+        return np.concatenate(arrays) if arrays else getattr(parts[0], name)
+
+    df = pd.concat([p.per_image for p in parts], ignore_index=True)
+    if len(df):
+        df = df.assign(_k=df["photo"].map(order)).sort_values(["_k", "draw"], kind="stable")
+        df = df.drop(columns="_k").reset_index(drop=True)
+    gp = cat("group_photos")
+    mot, mtt, gp = by_photo(gp, cat("mse_out_tgt"), cat("mse_tgt_tgt"), gp)
+    emb, emb_u, emb_p = by_photo(cat("embedding_photos"), cat("embeddings"), cat("embedding_users"),
+                                 cat("embedding_photos"))
+    draws = [p.vector_draws if p.vector_draws is not None else np.zeros(len(p.vectors), np.int64) for p in parts]
+    vec, vec_u, vec_p, vec_d = by_photo(cat("vector_photos"), cat("vectors"), cat("vector_users"), cat("vector_photos"),
+                                        np.concatenate(draws) if draws else np.zeros(0, np.int64))
+    unavailable: dict[str, str] = {}
+    for p in parts:
+        unavailable.update(p.unavailable)
+    return EvalResult(per_image=df, mse_out_tgt=mot, mse_tgt_tgt=mtt, group_photos=gp, embeddings=emb,
+                      embedding_users=emb_u, embedding_photos=emb_p, vectors=vec, vector_users=vec_u,
+                      vector_photos=vec_p, unavailable=unavailable, vector_draws=vec_d)

@@ -112,7 +112,7 @@ def twin_key(run_dir: str | Path, record: dict) -> str:
                "eval_hash": record.get("protocol", {}).get("eval_hash"),
                "overrides": sorted(record.get("overrides", []))}
         return canonical_hash(cfg)
-    cfg = {k: v for k, v in cfg.items() if k not in ("overrides", "device", "blind") and not k.startswith("_")}
+    cfg = {k: v for k, v in cfg.items() if k not in ("overrides", "device", "blind", "resolved") and not k.startswith("_")}
     if isinstance(cfg.get("encoder"), dict):  # the runner notes where the weights came from: not config
         cfg["encoder"] = {k: v for k, v in cfg["encoder"].items() if k != "pretrained_from"}
     return canonical_hash(cfg)

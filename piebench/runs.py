@@ -1,8 +1,9 @@
-"""Run directories and records, written atomically (temp file, fsync, rename).
+"""Run directories and their files, written atomically (temp file, fsync, rename).
 
 Layout: ``<runs>/<protocol>/<encoder>+<enhancer>[+blind]/<run-id>/`` holding ``record.json``,
 ``config.json``, ``manifest.json`` (the frozen evaluation references), ``per_image.csv``,
-``train_log.jsonl``, ``checkpoints/`` and figures.
+``train_log.jsonl``, ``checkpoints/`` (:mod:`piebench.checkpoints`) and figures. The record's
+fields and writes during a run are :class:`piebench.record.RunRecord`'s.
 """
 
 from __future__ import annotations
@@ -10,19 +11,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import io
 import json
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+
 from . import jsonio
-from ._version import __version__
 from .columns import archive_columns
 from .errors import RunFailed, UsageError
 
@@ -64,14 +67,6 @@ def atomic_write_json(path: str | Path, obj: Any, *, non_finite: str = "null") -
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def read_json(path: str | Path) -> Any:
@@ -122,8 +117,6 @@ def load_record(path: str | Path) -> dict[str, Any]:
 
 def iter_records(runs_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every readable record under ``runs_dir`` (unreadable ones are skipped with a warning)."""
-    import sys
-
     for path in sorted(Path(runs_dir).rglob("record.json")):
         try:
             yield path.parent, load_record(path)
@@ -143,8 +136,6 @@ def git_commit() -> str | None:
 
 def environment(device: str) -> dict[str, Any]:
     """torch / CUDA / device / threads for the record."""
-    import torch
-
     env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
            "threads": torch.get_num_threads(), "device": device, "cuda": torch.version.cuda}
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -203,8 +194,6 @@ def run_lock(runs_dir: Path, key: str, wait: bool = False) -> Iterator[None]:
     When another process holds it: fail at once, or with ``wait`` block until it is released
     (sweeps and ``--resume`` then reuse or continue what the other process left).
     """
-    import sys
-
     lock_dir = runs_dir / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / f"{key}.lock", "w") as fh:
@@ -224,26 +213,44 @@ def run_lock(runs_dir: Path, key: str, wait: bool = False) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def base_record(cfg: dict, *, key: str, eval_hash: str, train_hash: str, plugins: dict, device: str) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "piebench_version": __version__,
-        "run_key": key,
-        "protocol": {**cfg["protocol"], "eval_hash": eval_hash, "train_hash": train_hash},
-        "encoder": cfg["encoder"],
-        "enhancer": cfg["enhancer"],
-        "blind": cfg["blind"],
-        "seed": cfg["seed"],
-        "overrides": cfg["overrides"],
-        "plugins": plugins,
-        "git_commit": git_commit(),
-        "environment": environment(device),
-        "status": "running",
-        "created": now(),
-        "timings": {},
-        "compute": {},
-        "metrics": {},
-    }
+# -- choosing a run's directory (the caller holds the run key's lock) ------------------------------
+def choose_run_dir(cfg: dict, runs_dir: Path, key: str, resume: bool, resume_from: str | None) -> tuple[Path, bool]:
+    """A new run directory (created), or the one to resume (``--resume-from`` or the newest
+    unfinished run of ``key`` with ``--resume``); the flag says which (True: resume it)."""
+    if resume_from:
+        run_dir = Path(resume_from)
+        if not (run_dir / "record.json").exists():
+            raise UsageError(f"--resume-from {resume_from}: not a run directory (no record.json)")
+        rec = load_record(run_dir / "record.json")
+        if rec.get("run_key") != key:
+            raise UsageError(f"--resume-from {resume_from}: that run has a different configuration "
+                             f"(run key {rec.get('run_key')} != {key}); use the same flags it was started with")
+        return run_dir, True
+    if resume:
+        for run_dir, rec in reversed(find_runs(runs_dir, key)):
+            if rec.get("status") != "finished":
+                return run_dir, True
+    run_dir = run_group_dir(runs_dir, cfg) / new_run_id(cfg, key)
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir, False
+
+
+def finished_run(runs_dir: Path, key: str) -> tuple[Path, dict] | None:
+    """The newest finished run of ``key``, looked up under the lock (so one that another process
+    finished while this one waited for the lock counts), announced on stderr."""
+    for run_dir, rec in reversed(find_runs(runs_dir, key)):
+        if rec.get("status") == "finished":
+            print(f"piebench: {run_dir} has already finished this configuration; reusing it (run without "
+                  f"--resume for a new run)", file=sys.stderr)
+            return run_dir, rec
+    return None
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete half-written temporary files a killed process left (the caller holds the run lock)."""
+    for path in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp"), run_dir / "per_image.csv.tmp"]:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def archive_records(runs_dir: str | Path, dest: str | Path, protocol: str | None = None) -> list[Path]:
@@ -252,8 +259,6 @@ def archive_records(runs_dir: str | Path, dest: str | Path, protocol: str | None
     regenerated from (``leaderboards/records/`` in the repository). The trimmed per_image.csv
     keeps the photo/user ids, every metric and the per-image diagnostics
     (:func:`piebench.columns.archive_columns`)."""
-    import pandas as pd
-
     runs_dir, dest = Path(runs_dir), Path(dest)
     written = []
     for run_dir, rec in iter_records(runs_dir):

@@ -17,12 +17,16 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from . import jsonio
 from .build import Components
+from .checkpoints import write_checkpoint
+from .distributed import DistContext
 from .errors import RunFailed, UsageError
+from .plugins import get_registry
 from .precision import Precision
-from .runs import atomic_torch_save, atomic_write_text
+from .runs import atomic_write_text
 
 
 def _lr_lambda(kind: str, steps: int, warmup: int):
@@ -37,13 +41,16 @@ def _lr_lambda(kind: str, steps: int, warmup: int):
 
 
 class Trainer:
-    """Runs a list of stages over a sampler, checkpointing into ``ckpt_dir``."""
+    """Runs a list of stages over a sampler, checkpointing into ``ckpt_dir``.
+
+    ``run_key`` (:func:`piebench.config.run_key` of ``cfg``) is stored in every checkpoint, and a
+    checkpoint with another key is refused by :meth:`load_checkpoint` (None: not checked).
+    ``dist`` is the process's place in a ``torchrun`` job (None: one process).
+    """
 
     def __init__(self, comps: Components, sampler: Any, cfg: dict, ckpt_dir: Path, *, device: str,
                  log_path: Path, hook: Any = None, run: Any = None, progress: bool = True,
-                 dist: Any = None) -> None:
-        from .distributed import DistContext
-
+                 dist: DistContext | None = None, run_key: str | None = None) -> None:
         self.c = comps
         self.sampler = sampler
         self.cfg = cfg
@@ -52,6 +59,7 @@ class Trainer:
         self.log_path = log_path
         self.hook = hook
         self.run = run
+        self.run_key = run_key
         self.progress = progress
         self.every = int(cfg["train"]["checkpoint_every"])
         self.grad_clip = cfg["train"].get("grad_clip")
@@ -122,23 +130,20 @@ class Trainer:
             "scaler": self.precision.state_dict(),
             "log": self.log,
             "images_seen": self.images_seen,
-            "run_key": self.cfg.get("_run_key"),
+            "run_key": self.run_key,
         }
 
-    def save_checkpoint(self) -> Path:
-        path = self.ckpt_dir / f"ckpt-{self.step:07d}.pt"
-        if self.dist.is_main:  # only rank 0 writes
-            atomic_torch_save(self.state_dict(), path)
-            for old in sorted(self.ckpt_dir.glob("ckpt-*.pt"))[:-2]:
-                old.unlink(missing_ok=True)
+    def save_checkpoint(self) -> None:
+        """Checkpoint the current step (written by rank 0 only; the newest two are kept)."""
+        if self.dist.is_main:
+            write_checkpoint(self.ckpt_dir, self.step, self.state_dict())
         self.last_saved = self.step
         self.dist.reseed_after_checkpoint(self.step)
-        return path
 
     def load_checkpoint(self, state: dict[str, Any]) -> None:
         """Restore everything from a :meth:`state_dict`; refuses one of another configuration or model."""
         src = f"checkpoint {state.get('_path', '')}".strip()
-        mine = self.cfg.get("_run_key")
+        mine = self.run_key
         if mine and state.get("run_key") and state["run_key"] != mine:
             raise UsageError(f"{src} was written by another configuration (run key {state['run_key']} != {mine}); "
                              f"resume it with the flags it was started with")
@@ -256,8 +261,6 @@ class Trainer:
         checkpoint of it, by raising KeyboardInterrupt; a second one stops at once (then the
         previous checkpoint is the resume point, and :attr:`in_step` says so).
         """
-        from tqdm import tqdm
-
         main = self.dist.is_main
         bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step",
                    disable=not (self.progress and main))
@@ -303,11 +306,9 @@ class Trainer:
 
 def _plugin_of(kind: str, name: str) -> str:
     """The plugin that registered ``kind`` ``name`` (for error messages)."""
-    from .plugins import get_manager
-
     try:
-        return get_manager().registry.get(kind, name).plugin or "?"
-    except Exception:  # noqa: BLE001
+        return get_registry().get(kind, name).plugin or "?"
+    except Exception:  # noqa: BLE001 - composing an error message must not raise another
         return "?"
 
 

@@ -11,8 +11,9 @@ from ..build import resolve_device
 from ..data.images import fit
 from ..enhancing import check_finite_weights, enhance_photos
 from ..errors import UsageError
+from ..full_resolution import enhance_full, full_resolution_of
 from ..outputs import refuse_overlap
-from ..personalize import enhance_full, full_resolution_of, list_inputs, load_run, read_refs
+from ..personalize import list_inputs, load_run, read_refs
 from ..plugins import get_registry
 from ..released import load_released
 

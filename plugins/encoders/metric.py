@@ -14,6 +14,7 @@ Configurations:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -178,12 +179,10 @@ def build_metric_encoder(ctx: BuildContext, *, metric_loss: str, backbone: str =
     return enc
 
 
-def _builder(loss_name: str):
-    def build(ctx: BuildContext, **params) -> MetricEncoder:
-        return build_metric_encoder(ctx, metric_loss=loss_name, **params)
-
-    build.__doc__ = f"Build the metric encoder trained with the '{loss_name}' loss."
-    return build
+def _builder(loss_name: str) -> functools.partial:
+    """``build(ctx, *, metric_loss=loss_name, backbone=..., widths=..., dim=...)``: the metric encoder
+    trained with ``loss_name`` (a partial, so its parameters and defaults show in a run's config.json)."""
+    return functools.partial(build_metric_encoder, metric_loss=loss_name)
 
 
 CONFIGURATIONS = {

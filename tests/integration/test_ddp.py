@@ -156,8 +156,8 @@ def test_sharded_evaluation_merges_to_the_one_process_result():
     from piebench_plugins.datasets.pie_synth import build_pie_synth
 
     from piebench.data.manifest import build_manifest
-    from piebench.distributed import DistContext, merge_eval
-    from piebench.evaluate import evaluate
+    from piebench.distributed import DistContext
+    from piebench.evaluate import evaluate, merge_eval
     from piebench.interfaces import BuildContext
     from piebench.metrics import psnr
     from piebench.plugins import get_registry

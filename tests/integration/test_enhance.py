@@ -11,8 +11,8 @@ from PIL import Image
 from piebench.cli import cli
 from piebench.data.fakefivek import _save, fake_photo
 from piebench.errors import UsageError
+from piebench.full_resolution import enhance_full
 from piebench.interfaces import RefSet
-from piebench.personalize import enhance_full
 
 
 def _folder(root, n=5):

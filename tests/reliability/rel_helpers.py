@@ -45,7 +45,7 @@ def _emit(**event):
 
 @hookimpl
 def on_run_start(run):
-    _emit(event="start", key=run.config["_run_key"], resumed_from=run.record.get("resumed_from_step"),
+    _emit(event="start", key=run.run_key, resumed_from=run.record.get("resumed_from_step"),
           run_dir=str(run.run_dir))
 
 
@@ -63,7 +63,7 @@ def on_eval_end(run, metrics):
 
 @hookimpl
 def on_run_end(run, record):
-    _emit(event="end", key=run.config["_run_key"], status=record["status"])
+    _emit(event="end", key=run.run_key, status=record["status"])
 '''
 
 FAULTY = '''
@@ -186,15 +186,15 @@ def _default_signals() -> None:
 
 
 class Child:
-    """A ``python -m piebench`` child whose output goes to files the parent can watch."""
+    """A ``python -m piebench`` child (or ``command``) whose output goes to files the parent can watch."""
 
-    def __init__(self, args: list[str], env: dict, workdir: Path) -> None:
+    def __init__(self, args: list[str], env: dict, workdir: Path, command: list[str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = workdir / "stdout.txt", workdir / "stderr.txt"
         self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")
         # As a foreground terminal process: Ctrl-C and SIGTERM at their defaults, even when pytest
         # itself was started with SIGINT ignored (a background job of a script), which children inherit.
-        self.proc = subprocess.Popen([sys.executable, "-m", "piebench", *args], stdout=self._out,
+        self.proc = subprocess.Popen([*(command or [sys.executable, "-m", "piebench"]), *args], stdout=self._out,
                                      stderr=self._err, env=env, text=True, preexec_fn=_default_signals)
 
     def alive(self) -> bool:
