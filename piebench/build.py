@@ -24,7 +24,7 @@ import torch
 
 from .blind import BlindEncoder
 from .config import DEFAULT_WEIGHT
-from .contract import build_checked
+from .contract import build_checked, probe_metric
 from .errors import PiebenchError, PluginError, UsageError
 from .interfaces import BuildContext, Encoder, Enhancer, Loss, check_compatible
 from .registry import Registry, Spec, compatible
@@ -143,6 +143,7 @@ def build_metrics(names: list[str], registry: Registry,
         spec = registry.get("metric", name)
         try:
             fns[name] = _build(spec, BuildContext(), None, None, resolved, "metrics")
+            probe_metric(spec, fns[name])  # a broken metric stops the run now, not after training
         except PluginError:
             raise
         except PiebenchError as err:

@@ -231,7 +231,6 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
             cfg["train"][key] = value
             cfg["overrides"].append(f"{key}={value}")
     cfg["eval"].setdefault("data", {})
-    cfg["eval"]["metrics"] = list(dict.fromkeys([*cfg["eval"].get("metrics", []), *metrics]))
     if dataset:
         _set_dataset(cfg, dataset, proto["eval"].get("data") or {})
     if refs is not None:
@@ -245,6 +244,8 @@ def resolve(protocol: str | dict, *, encoder: str, enhancer: str, schedule: str 
         parts, value = parse_set(item)
         _set_path(cfg, parts, value, item)
         cfg["overrides"].append(item)
+    # after --set, so `--set eval.metrics=[...]` replaces the protocol's list, not --metric's additions
+    cfg["eval"]["metrics"] = list(dict.fromkeys([*cfg["eval"].get("metrics", []), *metrics]))
     check_seed(cfg["seed"], "seed")
     check_seed(cfg["eval"].get("seed", 0), "eval.seed")
     _validate_resolved(cfg)

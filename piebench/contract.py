@@ -139,6 +139,24 @@ class CheckedMetric:
 _B, _N, _SIZE = 2, 2, 32
 
 
+def probe_metric(spec: Any, fn: Any) -> None:
+    """Call a built metric once on two random 64x64 image pairs, so one that crashes or returns
+    the wrong shape is one line naming its plugin before training, not after it.
+
+    A ``PiebenchError`` it raises on purpose (unavailable here) passes through unchanged.
+    """
+    g = torch.Generator().manual_seed(2)
+    output, target = torch.rand(_B, 3, 64, 64, generator=g), torch.rand(_B, 3, 64, 64, generator=g)
+    try:
+        check_metric_values(spec, fn(output, target), _B)
+    except PiebenchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a plugin bug: name the plugin, one line
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise PluginError(f"{who(spec)} failed on {_B} random 64x64 image pairs: {type(err).__name__}: "
+                          f"{first}; see piebench.hookspecs.register_metrics") from err
+
+
 def _refs() -> RefSet:
     g = torch.Generator().manual_seed(0)
     images = torch.rand(_B, _N, 3, _SIZE, _SIZE, generator=g)
@@ -276,9 +294,7 @@ class Prober:
                               f"(shape ()); see piebench.hookspecs.register_losses")
 
     def _metric(self, spec: Any) -> None:
-        fn = build_checked(spec, BuildContext())  # checks every result
-        g = torch.Generator().manual_seed(2)
-        fn(torch.rand(_B, 3, 64, 64, generator=g), torch.rand(_B, 3, 64, 64, generator=g))
+        probe_metric(spec, build_checked(spec, BuildContext()))
 
     def _dataset(self, spec: Any) -> None:
         check_signature(spec, _ctx(), spec.params(None))

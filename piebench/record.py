@@ -125,6 +125,10 @@ class RunRecord:
             self.data["reason"] = reason
         self.data["finished" if status == "finished" else "stopped"] = now()
         self.data["compute"] = {**compute, "wall_s": round(sum(self.data.get("timings", {}).values()), 3)}
+        self.write_or_warn()
+
+    def write_or_warn(self) -> None:
+        """:meth:`write`, where a failed write (a full disk) is a warning line, not an error."""
         try:
             self.write()
         except OSError as err:

@@ -265,14 +265,14 @@ def start_training(run: OpenRun, built: Prepared, cfg: dict, *, dist: DistContex
             atomic_write_text(run.run_dir / "train_log.jsonl", "")
         elif run.main:  # said even under --quiet: the user must know what was kept
             print(f"piebench: resuming {run.run_dir} from step {trainer.step} of {trainer.total}", file=sys.stderr)
-        if run.main:
-            run.hook.on_run_start(run=run.ctx)
     except BaseException:
         if run.main and run.fresh:
             shutil.rmtree(run.run_dir, ignore_errors=True)
         elif run.main:
             run.record.restore(run.original)
         raise
+    if run.main:  # a hook failing here in strict mode ends the record as failed, saying why: it stays
+        run.hook.on_run_start(run=run.ctx)
     return trainer
 
 
@@ -385,7 +385,10 @@ def _end(run: OpenRun, trainer: Trainer, status: str, *, reason: str | None = No
         run.record.add_train_time(time.perf_counter() - train_since)
     run.record.finish(status, reason=reason, compute={"steps": trainer.step, "total_steps": trainer.total,
                                                        "images_seen": trainer.images_seen})
+    notes = len(run.record.data.get("notes", []))
     run.hook.on_run_end(run=run.ctx, record=run.record.data)
+    if len(run.record.data.get("notes", [])) != notes:  # a raising observer's note: keep it
+        run.record.write_or_warn()
 
 
 def _interrupted(message: str) -> RunFailed:

@@ -215,13 +215,13 @@ class Trainer:
                 raise RunFailed(f"enhancer '{enh}' (plugin '{_plugin_of('enhancer', enh)}') returned shape "
                                 f"{tuple(out.shape)}, expected {tuple(batch.target.shape)} (the input's)")
             for name, w in image_losses.items():
-                terms[name] = w * self.c.losses[name](out, batch.target, batch)
+                terms[name] = w * _scalar(name, self.c.losses[name](out, batch.target, batch))
         if emb_losses:
             with self.precision.autocast():
                 emb = self.c.encoder.embed(batch.target)
             emb, users = self.dist.gather_embeddings(emb.float(), batch.user)  # the global batch's
             for name, w in emb_losses.items():
-                terms[name] = w * self.c.losses[name](emb, users)
+                terms[name] = w * _scalar(name, self.c.losses[name](emb, users))
         return terms
 
     def train_step(self, stage: dict) -> dict[str, float]:
@@ -302,6 +302,15 @@ class Trainer:
             if log_fh is not None:
                 log_fh.close()
             bar.close()
+
+
+def _scalar(name: str, value: Any) -> torch.Tensor:
+    """``value`` if it is a scalar tensor, else a RunFailed naming loss ``name`` and its plugin."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        return value
+    got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+    raise RunFailed(f"loss '{name}' (plugin '{_plugin_of('loss', name)}') returned {got}, expected a scalar "
+                    f"tensor (shape ()); see piebench.hookspecs.register_losses")
 
 
 def _plugin_of(kind: str, name: str) -> str:

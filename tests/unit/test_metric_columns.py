@@ -100,6 +100,11 @@ def test_the_eval_hash_ignores_the_metric_list_only():
                                                           sets=["eval.max_photos=3"]), "r")
 
 
+def test_metric_adds_to_a_metric_list_set_on_the_command_line():
+    cfg = C.resolve("smoke", encoder="angular", enhancer="sa", metrics=["tp-mae"], sets=['eval.metrics=["psnr"]'])
+    assert cfg["eval"]["metrics"] == ["psnr", "tp-mae"]
+
+
 def _migration():
     spec = importlib.util.spec_from_file_location("migrate_eval_hash", ROOT / "migrate_eval_hash.py")
     module = importlib.util.module_from_spec(spec)
