@@ -146,7 +146,7 @@ class SweepJob:
     """One planned run as a submitit job: reuse, resume or run it; requeued on preemption."""
 
     def __init__(self, cfg: dict, runs_dir: str | Path, gpus: int = 0) -> None:
-        self.cfg = copy.deepcopy(cfg)  # pristine: a run adds private keys to the dict it is given
+        self.cfg = copy.deepcopy(cfg)  # its own copy: the caller may go on changing the dict it passed
         self.runs_dir = str(runs_dir)
         self.gpus = gpus
 
@@ -167,7 +167,7 @@ class SweepJob:
                 return {"status": "cached", "run_dir": str(run_dir)}
         cfg_path = Path(self.runs_dir) / ".submitit" / f"config-{key}.json"
         cfg_path.parent.mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(json.dumps({k: v for k, v in self.cfg.items() if not k.startswith("_")}))
+        cfg_path.write_text(json.dumps(self.cfg))
         proc = subprocess.run(torchrun_argv(self.gpus, cfg_path, self.runs_dir), check=False)
         done = [d for d, rec in find_runs(Path(self.runs_dir), key) if rec.get("status") == "finished"]
         if proc.returncode != 0 or not done:
