@@ -1,9 +1,9 @@
 """Shared test setup: a private store cache, pinned threads, common fixtures, and parallel runs.
 
-The default run is parallel (``-n 2 --dist loadgroup`` in pyproject's addopts, pytest-xdist);
-``-n 0`` runs in one process. Every test module with a module- or class-scoped fixture (a
-trained run, a built store, a browser) is kept on one worker, so that fixture is built once;
-work shared by several modules is built once per run with :func:`shared_once`.
+The default run is parallel (``-n 2 --dist loadfile`` in pyproject's addopts, pytest-xdist):
+each test module runs whole on one worker, so its module-scoped fixtures (a trained run, a
+built store, a browser) are built once; work shared by several modules is built once per run
+with :func:`shared_once`. ``-n 0`` runs in one process.
 """
 
 from __future__ import annotations
@@ -64,41 +64,18 @@ def shared_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Call
     return once
 
 
-def _shares_a_scoped_fixture(item: pytest.Item) -> bool:
-    """Whether the test requests (directly or through other fixtures, autouse ones aside) a fixture
-    scoped to its module or class."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    todo = [*info.argnames, *(n for m in item.iter_markers("usefixtures") for n in m.args)]
-    seen: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in seen or not info.name2fixturedefs.get(name):
-            continue
-        seen.add(name)
-        fixturedef = info.name2fixturedefs[name][-1]  # the one this test gets
-        if fixturedef.scope in ("module", "class", "package"):
-            return True
-        todo.extend(fixturedef.argnames)
-    return False
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist: keep each module with a scoped fixture on one worker; start slow work first.
+    """Under xdist, hand out the modules with the most ``slow`` tests first.
 
-    A module- or class-scoped fixture is built once per worker that runs one of its tests, so such
-    a module is one ``xdist_group``. Groups and ``slow`` tests are handed out first (a long test
-    started last would leave the other worker idle at the end); the order is otherwise unchanged.
+    Workers take whole modules (``--dist loadfile``: a module's module-scoped fixtures are built
+    once), one after another as they finish; a long module taken last would leave the other
+    worker idle at the end. The order within a module, and of the other modules, is unchanged.
     """
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    slow: dict[str, int] = {}
     for item in items:
-        if item.get_closest_marker("xdist_group") is None and _shares_a_scoped_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-    def first(item: pytest.Item) -> int:
-        return 0 if item.get_closest_marker("slow") or item.get_closest_marker("xdist_group") else 1
-
-    items.sort(key=first)
+        module = item.nodeid.split("::")[0]
+        slow[module] = slow.get(module, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])
