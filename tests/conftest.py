@@ -64,7 +64,6 @@ def shared_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Call
     return once
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under xdist, hand out the modules with the most ``slow`` tests first.
 
