@@ -94,7 +94,7 @@ mapping network and the curve CNN on the 224 px pooled copy (the same for both).
 
 Machine: {data.get('machine_info', {}).get('cpu', {}).get('brand_raw', '?')}; command:
 
-    pytest tests/bench/test_bench_star_curves.py -m bench --benchmark-enable -k interleaved \\
+    pytest tests/bench/test_bench_star_curves.py -m bench --benchmark-enable -n 0 -k interleaved \\
       --benchmark-json leaderboards/records/speed/star-curves-benchmark.json
     python leaderboards/speed.py
 """
@@ -175,7 +175,7 @@ Command:
     python leaderboards/speed.py
 
 The same comparison as a pytest-benchmark suite:
-`pytest tests/bench/test_loader.py -m bench --benchmark-enable`.
+`pytest tests/bench/test_loader.py -m bench --benchmark-enable -n 0`.
 """
 
 

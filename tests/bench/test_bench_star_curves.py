@@ -2,7 +2,7 @@
 
 Outside the default run::
 
-    pytest tests/bench/test_bench_star_curves.py -m bench --benchmark-enable
+    pytest tests/bench/test_bench_star_curves.py -m bench --benchmark-enable -n 0
 
 ``official_gather_step`` is the curve step as the paper describes it and the official code
 does it (input repeated to 9 channels, one ``gather`` on the ``[B, 9, 256]`` curves, sum over

@@ -1,6 +1,6 @@
 """Sampler throughput against a raw memory copy of the same bytes (pytest-benchmark).
 
-Run with ``pytest tests/bench -m bench --benchmark-enable`` (outside the default run). Each
+Run with ``pytest tests/bench -m bench --benchmark-enable -n 0`` (outside the default run). Each
 case is one smoke-protocol batch (4 users x 2 photos, 64 px) with N = 5 references: the
 device sampler (numpy and torch kernels on the CPU, plus CUDA when present), the plain
 TrainSampler, and ``np.copyto`` of the batch's uint8 bytes gathered from the store.

@@ -2,7 +2,7 @@
 
 Outside the default run. Run it with::
 
-    pytest tests/bench -m bench --benchmark-enable
+    pytest tests/bench -m bench --benchmark-enable -n 0
 
 (add ``--benchmark-json=bench.json`` to keep the numbers). ``piebench bench`` measures the
 per-size throughput table; this suite tracks regressions of the hot paths at one size.

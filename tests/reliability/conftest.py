@@ -14,15 +14,22 @@ def plugin_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_plugins(tmp_path_factory.mktemp("rel-plugins"))
 
 
-@pytest.fixture(scope="session")
-def reference_run(tmp_path_factory: pytest.TempPathFactory, plugin_root: Path) -> dict:
-    """The tiny center + sa run, uninterrupted: its run dir, record, loss log and events."""
-    root = tmp_path_factory.mktemp("rel-reference")
-    ev = root / "events.jsonl"
-    res = piebench(*RUN_ARGS, "--quiet", "--runs-dir", str(root / "runs"), env=plugin_env(plugin_root, ev))
+def _reference(root: Path) -> None:
+    plugins = write_plugins(root / "plugins")
+    res = piebench(*RUN_ARGS, "--quiet", "--runs-dir", str(root / "runs"),
+                   env=plugin_env(plugins, root / "events.jsonl"))
     assert res.returncode == 0, res.stderr
+
+
+@pytest.fixture(scope="session")
+def reference_run(shared_once) -> dict:
+    """The tiny center + sa run, uninterrupted: its run dir, record, loss log and events.
+
+    Built once per test run (shared by the xdist workers); tests read it or copy it, never write it.
+    """
+    root = shared_once("rel-reference", _reference)
     run_dir = find_run_dir(root / "runs")
     assert run_dir is not None
     record = read_record(run_dir)
     assert record["status"] == "finished" and record["resumed_from_step"] == 0
-    return {"run_dir": run_dir, "record": record, "events": events(ev)}
+    return {"run_dir": run_dir, "record": record, "events": events(root / "events.jsonl")}
