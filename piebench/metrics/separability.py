@@ -110,7 +110,12 @@ def nmi_kmeans(emb: Any, users: Any, seed: int = 0) -> float:
 
     x, u, _ = _prepare(emb, users)
     k = int(u.max()) + 1
-    labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(x))
+    xn = normalize(x)
+    distinct, same = np.unique(xn.round(12), axis=0, return_inverse=True)
+    if len(distinct) < k:  # fewer distinct points than users (a blind encoder): each point is a cluster
+        labels = same.ravel()
+    else:
+        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(xn)
     return float(normalized_mutual_info_score(u, labels))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import silhouette_score
@@ -87,6 +89,17 @@ def test_content_embeddings_are_at_chance():
     probe = sep.linear_probe(emb, users, photos, seed=0)
     assert probe["accuracy"] < probe["chance"] + 0.2
     assert sep.nmi_kmeans(emb, users, seed=0) < 0.2
+
+
+def test_nmi_of_a_constant_embedding_is_zero_without_a_kmeans_warning():
+    """A blind encoder gives every item the same vector: no clustering can tell users apart."""
+    users = np.repeat(np.arange(U), P)
+    emb = np.ones((len(users), 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's ConvergenceWarning would be an error here
+        assert sep.nmi_kmeans(emb, users, seed=0) == 0.0
+    two = np.where((users % 2)[:, None] == 0, 1.0, -1.0) * np.ones((len(users), 8))  # 2 distinct points
+    assert 0 < sep.nmi_kmeans(two, users, seed=0) < 1
 
 
 def test_recall_excludes_same_photo_items():
