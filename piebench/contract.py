@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .data import PieDataset
-from .errors import PiebenchError, PluginError, UsageError
+from .errors import PiebenchError, PluginError, UsageError, first_line
 from .interfaces import Batch, BuildContext, Encoder, Enhancer, Loss, Preference, RefSet, check_compatible
 from .registry import partner_order
 
@@ -139,6 +139,15 @@ class CheckedMetric:
 _B, _N, _SIZE = 2, 2, 32
 
 
+def check_loss_value(spec: Any, value: Any, what: str) -> torch.Tensor:
+    """``value`` if it is a scalar tensor, else a PluginError naming loss ``spec`` and its plugin."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        return value
+    got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else _describe(value)
+    raise PluginError(f"{who(spec)}: forward on {what} returned {got}, expected a scalar tensor "
+                      f"(shape ()); see piebench.hookspecs.register_losses")
+
+
 def probe_metric(spec: Any, fn: Any) -> None:
     """Call a built metric once on two random 64x64 image pairs, so one that crashes or returns
     the wrong shape is one line naming its plugin before training, not after it.
@@ -152,9 +161,8 @@ def probe_metric(spec: Any, fn: Any) -> None:
     except PiebenchError:
         raise
     except Exception as err:  # noqa: BLE001 - a plugin bug: name the plugin, one line
-        first = (str(err).strip().splitlines() or [""])[0]
         raise PluginError(f"{who(spec)} failed on {_B} random 64x64 image pairs: {type(err).__name__}: "
-                          f"{first}; see piebench.hookspecs.register_metrics") from err
+                          f"{first_line(err)}; see piebench.hookspecs.register_metrics") from err
 
 
 def _refs() -> RefSet:
@@ -288,10 +296,7 @@ class Prober:
             value = loss(*args)
         except Exception:  # noqa: BLE001 - needs more than a tiny batch (a partner, weights): not reported
             return
-        if not isinstance(value, torch.Tensor) or value.ndim != 0:
-            got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else _describe(value)
-            raise PluginError(f"{who(spec)}: forward on {what} returned {got}, expected a scalar tensor "
-                              f"(shape ()); see piebench.hookspecs.register_losses")
+        check_loss_value(spec, value, what)
 
     def _metric(self, spec: Any) -> None:
         probe_metric(spec, build_checked(spec, BuildContext()))

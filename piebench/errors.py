@@ -5,6 +5,12 @@ from __future__ import annotations
 import difflib
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its class name when the message is empty)."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
 class PiebenchError(Exception):
     """Base class: ``str(err)`` is the one line shown to the user."""
 

@@ -34,7 +34,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, RunFailed
+from .errors import PluginError, RunFailed, first_line
 from .registry import KINDS, TYPED_KEYS, Registry, Spec, typed_fields
 from .runs import atomic_write_json
 
@@ -87,7 +87,7 @@ class PluginManager:
             self._fail(info, f"could not be registered: {err}")
             return
         except pluggy.PluginValidationError as err:
-            self._fail(info, f"has an invalid hook: {_first_line(err)}")
+            self._fail(info, f"has an invalid hook: {first_line(err)}")
             return
         unknown = [impl.function.__name__ for caller in self.pm.hook.__dict__.values()
                    if isinstance(caller, pluggy.HookCaller) and not caller.has_spec()
@@ -120,7 +120,7 @@ class PluginManager:
             try:
                 module = ep.load()
             except Exception as err:  # noqa: BLE001 - any import failure is reported, not fatal
-                self._fail(info, f"failed to import: {type(err).__name__}: {_first_line(err)}")
+                self._fail(info, f"failed to import: {type(err).__name__}: {first_line(err)}")
                 continue
             self.add_module(info, module)
         for path in (s.strip() for s in os.environ.get("PIEBENCH_LOAD_PLUGINS", "").split(",")):
@@ -130,7 +130,7 @@ class PluginManager:
             try:
                 module = importlib.import_module(path)
             except Exception as err:  # noqa: BLE001
-                self._fail(info, f"failed to import: {type(err).__name__}: {_first_line(err)}")
+                self._fail(info, f"failed to import: {type(err).__name__}: {first_line(err)}")
                 continue
             self.add_module(info, module)
 
@@ -140,7 +140,7 @@ class PluginManager:
             found = discover_builtins(package)
         except Exception as err:  # noqa: BLE001
             self._fail(PluginInfo(BUILTINS, package, distribution, version),
-                       f"failed to import: {type(err).__name__}: {_first_line(err)}")
+                       f"failed to import: {type(err).__name__}: {first_line(err)}")
             return
         for name, path in found:
             if name in disabled or name in self.plugins:
@@ -149,7 +149,7 @@ class PluginManager:
             try:
                 module = importlib.import_module(path)
             except Exception as err:  # noqa: BLE001 - any import failure is reported, not fatal
-                self._fail(info, f"failed to import: {type(err).__name__}: {_first_line(err)}")
+                self._fail(info, f"failed to import: {type(err).__name__}: {first_line(err)}")
                 continue
             self.add_module(info, module)
 
@@ -164,7 +164,7 @@ class PluginManager:
                 except PluginError as err:
                     self._report(info, str(err))
                 except Exception as err:  # noqa: BLE001 - a broken plugin must not break the CLI
-                    self._report(info, f"raised in {hook_name}: {type(err).__name__}: {_first_line(err)}")
+                    self._report(info, f"raised in {hook_name}: {type(err).__name__}: {first_line(err)}")
 
     def _report(self, info: PluginInfo, what: str) -> None:
         line = f"piebench: warning: plugin '{info.name}' {what}"
@@ -227,7 +227,7 @@ class PluginManager:
         return results
 
     def _hook_failed(self, plugin: str, hook: str, err: Exception, run: Any) -> None:
-        line = f"plugin '{plugin}' raised in {hook}: {type(err).__name__}: {_first_line(err)}"
+        line = f"plugin '{plugin}' raised in {hook}: {type(err).__name__}: {first_line(err)}"
         record = getattr(run, "record", None)
         if self.strict:
             if isinstance(record, dict):  # the record says why, whichever hook it was
@@ -287,11 +287,6 @@ def discover_builtins(package: str) -> list[tuple[str, str]]:
 def _is_builtin(ep: Any) -> bool:
     dist = getattr(ep, "dist", None)
     return bool(dist) and dist.metadata["Name"] == "piebench"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 _MANAGER: PluginManager | None = None

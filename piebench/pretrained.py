@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .contract import build_checked
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .interfaces import BuildContext
 from .plugins import get_registry
 
@@ -35,8 +35,7 @@ def read_torch_file(path: str | pathlib.Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UsageError(f"could not read weights file {path}: {type(err).__name__}: {first}") from None
+        raise UsageError(f"could not read weights file {path}: {type(err).__name__}: {first_line(err)}") from None
 
 
 def read_state_dict(path: str | pathlib.Path, prefix: str = "module.") -> dict[str, Tensor]:

@@ -40,7 +40,7 @@ from .data.manifest import build_manifest
 from .diagnostics import alarms, run_diagnostics, user_recall_entries
 from .distributed import DistContext
 from .distributed import setup as setup_distributed
-from .errors import RunFailed
+from .errors import PluginError, RunFailed
 from .evaluate import EvalResult, evaluate, gather_results, summarize
 from .full_resolution import full_resolution_of
 from .plugins import get_manager
@@ -291,7 +291,7 @@ def train(run: OpenRun, trainer: Trainer) -> None:
              reason=f"interrupted at step {trainer.step}; {kept}; resume with the same command and --resume")
         raise _interrupted(f"interrupted at step {trainer.step} of {trainer.total}; {kept} in {run.run_dir}; "
                            f"resume with the same command plus --resume") from None
-    except RunFailed as err:
+    except (RunFailed, PluginError) as err:  # a plugin breaking its contract: its one line is the reason
         _end(run, trainer, "failed", train_since=t0, reason=str(err))
         raise
     except OSError as err:  # disk full, file system gone read-only, ...

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from . import jsonio
 from .build import Components
 from .checkpoints import write_checkpoint
+from .contract import check_loss_value
 from .distributed import DistContext
 from .errors import RunFailed, UsageError
 from .plugins import get_registry
@@ -215,13 +216,15 @@ class Trainer:
                 raise RunFailed(f"enhancer '{enh}' (plugin '{_plugin_of('enhancer', enh)}') returned shape "
                                 f"{tuple(out.shape)}, expected {tuple(batch.target.shape)} (the input's)")
             for name, w in image_losses.items():
-                terms[name] = w * _scalar(name, self.c.losses[name](out, batch.target, batch))
+                terms[name] = w * check_loss_value(get_registry().get("loss", name), self.c.losses[name](out, batch.target, batch),
+                                                   "a training batch")
         if emb_losses:
             with self.precision.autocast():
                 emb = self.c.encoder.embed(batch.target)
             emb, users = self.dist.gather_embeddings(emb.float(), batch.user)  # the global batch's
             for name, w in emb_losses.items():
-                terms[name] = w * _scalar(name, self.c.losses[name](emb, users))
+                terms[name] = w * check_loss_value(get_registry().get("loss", name), self.c.losses[name](emb, users),
+                                                   "a training batch's embeddings")
         return terms
 
     def train_step(self, stage: dict) -> dict[str, float]:
@@ -302,15 +305,6 @@ class Trainer:
             if log_fh is not None:
                 log_fh.close()
             bar.close()
-
-
-def _scalar(name: str, value: Any) -> torch.Tensor:
-    """``value`` if it is a scalar tensor, else a RunFailed naming loss ``name`` and its plugin."""
-    if isinstance(value, torch.Tensor) and value.ndim == 0:
-        return value
-    got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
-    raise RunFailed(f"loss '{name}' (plugin '{_plugin_of('loss', name)}') returned {got}, expected a scalar "
-                    f"tensor (shape ()); see piebench.hookspecs.register_losses")
 
 
 def _plugin_of(kind: str, name: str) -> str:

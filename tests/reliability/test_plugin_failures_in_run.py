@@ -82,8 +82,8 @@ def test_a_crashing_metric_is_refused_before_training(tmp_path: Path, plugin_roo
 def test_a_loss_returning_a_vector_fails_the_run_naming_it(tmp_path: Path, plugin_root: Path):
     res = _run(tmp_path, plugin_root, "--loss", "fail-vector:1")
     assert res.returncode == 1 and "Traceback" not in res.stderr and "internal error" not in res.stderr
-    line = ("loss 'fail-vector' (plugin 'rel_misbehaving') returned shape (8,), expected a scalar tensor "
-            "(shape ()); see piebench.hookspecs.register_losses")
+    line = ("loss 'fail-vector' (plugin 'rel_misbehaving'): forward on a training batch returned shape (8,), "
+            "expected a scalar tensor (shape ()); see piebench.hookspecs.register_losses")
     assert error_lines(res.stderr) == [f"piebench: error: {line}"], res.stderr[-2000:]
     rec = read_record(find_run_dir(tmp_path / "runs"))
     assert rec["status"] == "failed" and rec["reason"] == line
