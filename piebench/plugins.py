@@ -36,7 +36,6 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, RunFailed, first_line
 from .registry import KINDS, TYPED_KEYS, Registry, Spec, typed_fields
-from .runs import atomic_write_json
 
 GROUP = "piebench"
 #: The entry point whose value is the package of built-in plugins (see :func:`discover_builtins`).
@@ -232,7 +231,7 @@ class PluginManager:
         if self.strict:
             if isinstance(record, dict):  # the record says why, whichever hook it was
                 record.update(status="failed", reason=line)
-                _write_record(run)
+                _save(run)
             raise RunFailed(line) from err
         self.disabled.add(plugin)
         warning = f"piebench: warning: {line}; its lifecycle hooks are skipped for the rest of the run"
@@ -240,6 +239,7 @@ class PluginManager:
         print(warning, file=sys.stderr)
         if isinstance(record, dict):
             record.setdefault("notes", []).append(f"{line}; its lifecycle hooks were skipped for the rest of the run")
+            _save(run)  # kept even when this was the last hook of the run (on_run_end)
 
 
 class _ContainedRelay:
@@ -254,15 +254,11 @@ class _ContainedRelay:
         return getattr(self._manager.pm.hook, name)
 
 
-def _write_record(run: Any) -> None:
-    """Rewrite ``record.json`` of ``run`` (a strict-mode hook failure is its final word)."""
-    run_dir = getattr(run, "run_dir", None)
-    if run_dir is not None and os.path.isdir(run_dir):
-        try:
-            atomic_write_json(os.path.join(run_dir, "record.json"), run.record)
-        except OSError as err:
-            print(f"piebench: warning: could not update the record in {run_dir}: {err.strerror or err}",
-                  file=sys.stderr)
+def _save(run: Any) -> None:
+    """Write ``run``'s record as it is now, through the ``save`` its run context carries (if any)."""
+    save = getattr(run, "save", None)
+    if callable(save):
+        save()
 
 
 def discover_builtins(package: str) -> list[tuple[str, str]]:

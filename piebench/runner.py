@@ -17,6 +17,7 @@ import io
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from .data.manifest import build_manifest
 from .diagnostics import alarms, run_diagnostics, user_recall_entries
 from .distributed import DistContext
 from .distributed import setup as setup_distributed
-from .errors import PluginError, RunFailed
+from .errors import PiebenchError, RunFailed
 from .evaluate import EvalResult, evaluate, gather_results, summarize
 from .full_resolution import full_resolution_of
 from .plugins import get_manager
@@ -74,6 +75,7 @@ class RunContext:
     record: dict[str, Any]
     loggers: tuple[str, ...] = ()
     run_key: str = ""
+    save: Callable[[], None] | None = None  # writes the record as it is now (what a failing hook's note uses)
 
 
 @dataclass
@@ -201,11 +203,11 @@ def open_run(cfg: dict, runs_dir: Path, built: Prepared, *, dist: DistContext, k
     done = finished_run(runs_dir, key) if resume and not resume_from and dist.is_main else None
     if dist.broadcast_object(done is not None):
         return dist.broadcast_object(done)
-    run_dir, state = None, None
+    run_dir, state, resuming = None, None, False
     if dist.is_main:
         run_dir, resuming = choose_run_dir(cfg, runs_dir, key, resume, resume_from)
         state = resume_state(run_dir) if resuming else None
-    fresh = dist.is_main and state is None and not (run_dir / "record.json").exists()
+    fresh = dist.is_main and not resuming
     if dist.is_main and not fresh:
         remove_stale_temporaries(run_dir)
     run_dir, fresh, resumed = dist.broadcast_object((run_dir, fresh, state is not None))
@@ -227,7 +229,8 @@ def open_run(cfg: dict, runs_dir: Path, built: Prepared, *, dist: DistContext, k
         if fresh and dist.is_main:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    ctx = RunContext(config=cfg, run_dir=run_dir, record=record.data, loggers=loggers, run_key=key)
+    ctx = RunContext(config=cfg, run_dir=run_dir, record=record.data, loggers=loggers, run_key=key,
+                     save=record.write_or_warn)
     return OpenRun(run_dir, record, ctx, get_manager().hook, dist.is_main, fresh, state, original)
 
 
@@ -291,7 +294,7 @@ def train(run: OpenRun, trainer: Trainer) -> None:
              reason=f"interrupted at step {trainer.step}; {kept}; resume with the same command and --resume")
         raise _interrupted(f"interrupted at step {trainer.step} of {trainer.total}; {kept} in {run.run_dir}; "
                            f"resume with the same command plus --resume") from None
-    except (RunFailed, PluginError) as err:  # a plugin breaking its contract: its one line is the reason
+    except PiebenchError as err:  # a one-line error (a plugin breaking its contract, ...): it is the reason
         _end(run, trainer, "failed", train_since=t0, reason=str(err))
         raise
     except OSError as err:  # disk full, file system gone read-only, ...
@@ -385,10 +388,7 @@ def _end(run: OpenRun, trainer: Trainer, status: str, *, reason: str | None = No
         run.record.add_train_time(time.perf_counter() - train_since)
     run.record.finish(status, reason=reason, compute={"steps": trainer.step, "total_steps": trainer.total,
                                                        "images_seen": trainer.images_seen})
-    notes = len(run.record.data.get("notes", []))
     run.hook.on_run_end(run=run.ctx, record=run.record.data)
-    if len(run.record.data.get("notes", [])) != notes:  # a raising observer's note: keep it
-        run.record.write_or_warn()
 
 
 def _interrupted(message: str) -> RunFailed:

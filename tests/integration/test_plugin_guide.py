@@ -222,14 +222,17 @@ def test_a_builder_returning_a_method_is_the_line_the_guide_quotes(variant):
 
 def test_a_raising_observer_is_the_line_the_guide_quotes(variant, tmp_path: Path, monkeypatch, capsys):
     from piebench.errors import RunFailed
+    from piebench.record import RunRecord
 
     module = variant(('_log(run, event="step", step=step, loss=losses["loss"])', 'raise ValueError("disk quota")'))
     step = {"stage": "enhancer", "losses": {"loss": 0.5, "time_s": 0.01}, "lrs": {"enhancer": 1e-3}}
 
     def run(name: str) -> SimpleNamespace:
         (tmp_path / name).mkdir()
+        record = {"status": "running"}
         return SimpleNamespace(config={"encoder": {"name": "mean-colour"}, "seed": 0}, run_dir=tmp_path / name,
-                               record={"status": "running"}, loggers=("tint-log",))
+                               record=record, loggers=("tint-log",),
+                               save=RunRecord(record, tmp_path / name / "record.json").write)
 
     monkeypatch.delenv("PIEBENCH_STRICT_PLUGINS", raising=False)
     manager, ctx = _manager(module), run("lenient")

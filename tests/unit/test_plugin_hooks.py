@@ -13,6 +13,7 @@ import pytest
 from piebench import hookimpl
 from piebench.errors import RunFailed
 from piebench.plugins import PluginInfo, PluginManager
+from piebench.record import RunRecord
 
 
 @dataclass
@@ -20,6 +21,11 @@ class _Run:
     config: dict = field(default_factory=dict)
     run_dir: Path | None = None
     record: dict = field(default_factory=lambda: {"status": "running"})
+
+    def save(self) -> None:
+        """As a run's context does: the record written through a RunRecord."""
+        if self.run_dir is not None:
+            RunRecord(self.record, self.run_dir / "record.json").write()
 
 
 def _module(name: str, calls: list, raise_on: str | None = None) -> types.ModuleType:
