@@ -61,6 +61,7 @@ class Trainer:
         self.hook = hook
         self.run = run
         self.run_key = run_key
+        self._loss_specs = {name: get_registry().get("loss", name) for name in comps.losses}  # for messages
         self.progress = progress
         self.every = int(cfg["train"]["checkpoint_every"])
         self.grad_clip = cfg["train"].get("grad_clip")
@@ -216,14 +217,14 @@ class Trainer:
                 raise RunFailed(f"enhancer '{enh}' (plugin '{_plugin_of('enhancer', enh)}') returned shape "
                                 f"{tuple(out.shape)}, expected {tuple(batch.target.shape)} (the input's)")
             for name, w in image_losses.items():
-                terms[name] = w * check_loss_value(get_registry().get("loss", name), self.c.losses[name](out, batch.target, batch),
+                terms[name] = w * check_loss_value(self._loss_specs[name], self.c.losses[name](out, batch.target, batch),
                                                    "a training batch")
         if emb_losses:
             with self.precision.autocast():
                 emb = self.c.encoder.embed(batch.target)
             emb, users = self.dist.gather_embeddings(emb.float(), batch.user)  # the global batch's
             for name, w in emb_losses.items():
-                terms[name] = w * check_loss_value(get_registry().get("loss", name), self.c.losses[name](emb, users),
+                terms[name] = w * check_loss_value(self._loss_specs[name], self.c.losses[name](emb, users),
                                                    "a training batch's embeddings")
         return terms
 

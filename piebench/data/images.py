@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import imagecodecs
 import numpy as np
+import tifffile
 import torch
 import torch.nn.functional as F
 from PIL import Image as PILImage
@@ -116,10 +117,11 @@ def read_image(path: str | pathlib.Path, colourspace: str | None = None, half_si
         pixels, space, fmt = _read_raw(path, data, half_size), "srgb", "DNG"
     elif ext in (".tif", ".tiff"):
         pixels, alpha, profile, orientation = _read_tiff(path, data)
-        space, fmt = ("prophoto" if icc_mod.kind(profile) == "prophoto" else "srgb"), "TIFF"
+        fmt = "TIFF"
     else:
         pixels, alpha, profile, exif, orientation, fmt = _read_pil(path, data)
-        space = "prophoto" if icc_mod.kind(profile) == "prophoto" else "srgb"
+    profile_kind = icc_mod.kind(profile)  # parsed once: it may read the profile with littleCMS
+    space = "prophoto" if profile_kind == "prophoto" else "srgb"
     if pixels.size == 0:
         raise _bad(path, "the image is empty (0 pixels)")
     if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
@@ -128,7 +130,7 @@ def read_image(path: str | pathlib.Path, colourspace: str | None = None, half_si
     pixels = orient(pixels, orientation)
     if alpha is not None:
         alpha = orient(alpha, orientation)
-    if colourspace is None and icc_mod.kind(profile) == "other":
+    if colourspace is None and profile_kind == "other":
         pixels, warning = icc_mod.convert_to_srgb(pixels, profile, str(path))
         if warning:
             _warn(warning)
@@ -173,8 +175,6 @@ def _read_pil(path: pathlib.Path, data: bytes):
 
 
 def _read_tiff(path: pathlib.Path, data: bytes):
-    import tifffile  # 0.1 s to import: only for TIFF files, not at every command's start
-
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages[0]

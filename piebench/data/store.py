@@ -7,12 +7,12 @@ the builder's metadata: users, photos, parameters). It is rebuilt only when the 
 
 Builds are atomic and safe under concurrency: the builder writes into a temporary folder
 next to the store, which is renamed into place when complete; an exclusive ``fcntl.flock`` on
-``<store>.lock`` makes a second process wait and then load what the first one built (where
-``fcntl`` is missing, a lost rename race discards the loser's copy).
+``<store>.lock`` makes a second process wait and then load what the first one built.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -89,11 +89,6 @@ def _try_load(folder: Path, digest: str) -> tuple[np.memmap, dict[str, Any]] | N
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # no flock here: rely on the atomic rename alone
-        yield
-        return
     with open(path, "a+") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:

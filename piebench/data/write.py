@@ -21,6 +21,7 @@ import zlib
 
 import imagecodecs
 import numpy as np
+import tifffile
 from PIL import Image as PILImage
 
 from ..colour import to_unit
@@ -95,8 +96,6 @@ def encode_photo(rgb: np.ndarray, like: Image, fmt: str, quality: int | None = N
         if alpha is not None:
             arr = np.concatenate([arr, _alpha(alpha, arr.dtype)[..., None]], axis=-1)
             extras = ["unassalpha"]
-        import tifffile  # 0.1 s to import: only for TIFF output, not at every command's start
-
         buf = io.BytesIO()
         tifffile.imwrite(buf, arr, photometric="rgb", iccprofile=icc, extrasamples=extras,
                          compression="zlib" if dtype != np.float32 else None)

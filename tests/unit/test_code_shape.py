@@ -24,9 +24,7 @@ LAZY_THIRD_PARTY = {
     "submitit": "Slurm launches only",
     "rawpy": "optional (piebench[raw]); DNG files only",
     "threadpoolctl": "comes with scikit-learn, not a direct dependency; used only around its calls",
-    "fcntl": "POSIX only; the image store falls back to its atomic rename without it",
     "torch.utils.flop_counter": "0.2 s; only `piebench bench` counts FLOPs",
-    "tifffile": "0.1 s; TIFF files only",
     "torch.distributed.nn": "absent from some torch builds (no distributed support); only multi-process runs",
     "jinja2": "20-40 ms; only `piebench report` renders HTML",
 }

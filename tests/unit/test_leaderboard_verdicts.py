@@ -131,7 +131,8 @@ def test_a_missing_value_is_an_error_and_an_infinite_psnr_follows_the_cap(tmp_pa
     df.to_csv(path, index=False)
     loaded = load_per_image(path.parent)
     assert loaded.loc[0, "psnr"] == PSNR_CAP_DB and len(loaded) == len(df)
-    leaderboard_tables(collect(tmp_path))
+    (_, table), = leaderboard_tables(collect(tmp_path))
+    assert len(table) == 2 and "inf" not in table.to_string()  # both entries ranked, the capped one finite
     df.loc[0, "psnr"] = np.nan  # a hole is loud
     df.to_csv(path, index=False)
     with pytest.raises(UsageError, match="non-finite psnr"):

@@ -74,4 +74,5 @@ def test_identity_on_an_unedited_photo_end_to_end(unedited, tmp_path):
     assert pd.read_csv(run / "per_image.csv")["psnr"].max() == np.inf
     read = load_per_image(run)
     assert len(read) == len(df) and (read.loc[read["user_name"] == "a", "psnr"] == 100.0).all()
-    summarize(SimpleNamespace(per_image=old, unavailable={}), ["psnr"])  # does not raise either
+    capped = summarize(SimpleNamespace(per_image=old, unavailable={}), ["psnr"])["seen"]["psnr"]
+    assert capped["mean"] == pytest.approx(seen["psnr"]["mean"])  # the old inf summarises as 100 dB
