@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from .colour import to_unit
-from .data.images import quantise, read_image, resize, to_srgb
+from .data.images import quantise, read_image, resize_unit, to_srgb
 from .data.write import encode_photo, output_name
 from .errors import RunFailed, UsageError
 from .outputs import OutputPlan, atomic_write, replaced_message
@@ -47,10 +47,10 @@ def _shrink(rgb: np.ndarray, alpha: np.ndarray | None, max_size: int) -> tuple[n
         return rgb, alpha
     s = max_size / max(h, w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    rgb = resize(rgb, nh, nw).astype(np.float32) / 255
+    rgb = resize_unit(rgb, nh, nw)  # at float precision: a 16-bit or float photo is not cut to 8 bits
     if alpha is not None:
-        a = resize(np.repeat(to_unit(alpha)[..., None], 3, axis=-1), nh, nw)[..., 0]
-        alpha = a if alpha.dtype == np.uint8 else a.astype(np.float32) / 255
+        a = resize_unit(np.repeat(to_unit(alpha)[..., None], 3, axis=-1), nh, nw)[..., 0]
+        alpha = quantise(a) if alpha.dtype == np.uint8 else a
     return rgb, alpha
 
 
@@ -91,7 +91,7 @@ def enhance_photos(files: list[pathlib.Path], out: pathlib.Path, run: Callable[[
     replaced = plan.check()
     rows = []
     for f, name, kind in good:
-        image = read_image(f)
+        image = read_image(f, warn=False)  # its warnings were printed by the first pass
         rgb, alpha = _shrink(to_srgb(image), image.alpha, max_size)
         image.alpha = alpha
         y = run(rgb, str(f))

@@ -95,14 +95,16 @@ def _warn(line: str) -> None:
     print(f"piebench: warning: {line}", file=sys.stderr)
 
 
-def read_image(path: str | pathlib.Path, colourspace: str | None = None, half_size: bool = False) -> Image:
+def read_image(path: str | pathlib.Path, colourspace: str | None = None, half_size: bool = False,
+               warn: bool = True) -> Image:
     """Decode ``path`` as a viewer shows it (see :class:`Image`).
 
     ``colourspace`` forces ``"srgb"`` / ``"prophoto"`` (no ICC conversion then); otherwise the
     embedded ICC profile decides: ProPhoto stays ``"prophoto"`` (:func:`to_srgb` converts it),
     any other profile is converted to sRGB by :func:`piebench.data.icc.convert_to_srgb` (a
     profile it cannot convert is one warning line naming the file). ``half_size`` demosaics raw
-    files at half resolution.
+    files at half resolution. ``warn=False`` keeps the conversion warning to itself (a file read
+    a second time, whose warning was already printed).
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -132,7 +134,7 @@ def read_image(path: str | pathlib.Path, colourspace: str | None = None, half_si
         alpha = orient(alpha, orientation)
     if colourspace is None and profile_kind == "other":
         pixels, warning = icc_mod.convert_to_srgb(pixels, profile, str(path))
-        if warning:
+        if warning and warn:
             _warn(warning)
     return Image(pixels, colourspace or space, bits, digest, len(data), str(path), alpha=alpha, icc=profile,
                  exif=exif, format=fmt, orientation=orientation)
@@ -253,11 +255,17 @@ def fit(image: Image | np.ndarray, height: int, width: int, rotate: bool = True)
                                        "scale": round(scale, 6)}
 
 
-def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Antialiased bilinear resize of ``[H, W, 3]`` (uint8 or float) to uint8 ``[height, width, 3]``."""
+def resize_unit(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Antialiased bilinear resize of ``[H, W, 3]`` (any bit depth) to float32 ``[height, width, 3]``
+    in [0, 1], at float precision (a 16-bit or float photo keeps its depth)."""
     x = torch.from_numpy(np.ascontiguousarray(to_unit(pixels))).permute(2, 0, 1)[None]
     y = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return quantise(y[0].permute(1, 2, 0).numpy())
+    return y[0].permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """:func:`resize_unit` quantised to uint8 ``[height, width, 3]``."""
+    return quantise(resize_unit(pixels, height, width))
 
 
 def same_shape(a: Image, b: Image, tolerance: float = 0.01) -> bool:

@@ -167,6 +167,17 @@ def test_a_bad_reference_stops_enhance_before_anything_is_written(run_dir, tmp_p
     assert (tmp_path / "o" / "a.png").is_file()
 
 
+def test_max_size_keeps_a_16_bit_photo_above_8_bits():
+    from piebench.enhancing import _shrink
+
+    ramp = np.linspace(0, 65535, 400, dtype=np.float64).round().astype(np.uint16)
+    photo = np.repeat(np.repeat(ramp[None, :, None], 8, axis=0), 3, axis=2)  # [8, 400, 3] 16-bit ramp
+    alpha = np.repeat(ramp[None, :], 8, axis=0)
+    rgb, a = _shrink(photo, alpha, 300)
+    assert rgb.shape == (6, 300, 3) and rgb.dtype == np.float32
+    assert len(np.unique(rgb[..., 0])) > 256 and len(np.unique(a)) > 256  # not cut to 8 bits on the way
+
+
 def test_max_size_shrinks_the_photo_and_its_alpha_together(tmp_path, registry):
     model, weights = _released_lut3d(tmp_path, registry)
     rgba = np.concatenate([np.rint(fake_photo(3, 60, 80) * 255), np.full((60, 80, 1), 255.0)], axis=-1)

@@ -105,6 +105,10 @@ def test_a_profile_that_cannot_be_converted_is_one_warning_naming_the_file(tmp_p
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "odd.png" in err[0] and "cannot be converted" in err[0] and "warning" in err[0]
     assert np.array_equal(got.pixels, arr)
+    from piebench.enhancing import enhance_photos
+
+    enhance_photos([tmp_path / "odd.png"], tmp_path / "out", lambda rgb, name: rgb, title="t", echo=lambda s: None)
+    assert capfd.readouterr().err.strip().splitlines() == err  # enhance reads it twice, warns once
 
 
 @pytest.mark.parametrize("content, what", [(b"", "empty file"), (b"\x89PNG\r\n\x1a\nnot really", "not a readable"),
