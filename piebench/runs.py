@@ -135,9 +135,11 @@ def git_commit() -> str | None:
 
 
 def environment(device: str) -> dict[str, Any]:
-    """torch / CUDA / device / threads for the record."""
+    """torch / CUDA / device / threads for the record, with the machine's cores and its 1-minute
+    load average when the record starts (how shared the machine was: timings depend on it)."""
     env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-           "threads": torch.get_num_threads(), "device": device, "cuda": torch.version.cuda}
+           "threads": torch.get_num_threads(), "device": device, "cuda": torch.version.cuda,
+           "cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     else:

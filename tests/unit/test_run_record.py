@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,11 @@ def test_plugins_used_lists_every_component():
     assert list(used) == ["encoder:angular", "enhancer:sa", "dataset:pie-synth", "loss:l1", "loss:angular",
                           "metric:psnr"]
     assert used["loss:l1"] == {"plugin": "p", "plugin_version": "1.0", "version": "2", "paper": "x"}
+
+
+def test_the_environment_says_how_busy_the_machine_was():
+    """Throughput tables (leaderboards/regenerate.py) print the core count and load they were measured at."""
+    from piebench.runs import environment
+
+    env = environment("cpu")
+    assert env["cpus"] == os.cpu_count() and isinstance(env["load_1min"], float) and env["load_1min"] >= 0
