@@ -116,15 +116,6 @@ class BenchSettings:
 
 
 # -- building -----------------------------------------------------------------------------------
-def _pick_encoder(registry: Any, enhancer: str, needed: set[str]) -> str | None:
-    """The encoder a bench pairs with ``enhancer``: the one its spec names (``pairs_with``), its
-    namesake, else angular, else the first that provides what it consumes."""
-    if not needed:
-        return None
-    order = partner_order(registry, enhancer, (enhancer, "angular"))
-    return next((n for n in order if needed <= set(registry.get("encoder", n).provides)), None)
-
-
 def build_for_bench(enhancer: str, encoder: str | None = None, configuration: str = "small",
                     encoder_configuration: str | None = None, refs: int = 3,
                     image_size: int = 64) -> tuple[Encoder | None, Enhancer, str | None, str | None]:
@@ -144,7 +135,9 @@ def build_for_bench(enhancer: str, encoder: str | None = None, configuration: st
     needed = set(enh_spec.consumes)  # at most; a configuration may consume less (lut3d paper vs paper-cond)
     if encoder is None and not needed:
         return None, enh_spec.create(ctx, configuration), None, None
-    name = encoder if encoder is not None else _pick_encoder(registry, enhancer, needed)
+    # the encoder its spec names (pairs_with), its namesake, else angular, else the first compatible one
+    name = encoder if encoder is not None else next(iter(partner_order(registry, enhancer, (enhancer, "angular"))),
+                                                    None)
     if name is None:
         raise UsageError(f"no installed encoder provides {', '.join(sorted(needed))} for enhancer '{enhancer}'")
     enc_spec = registry.get("encoder", name)

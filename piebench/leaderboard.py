@@ -190,6 +190,7 @@ def bound_kind(record: dict) -> str:
 def collect(runs_dir: str | Path, protocol: str | None = None) -> pd.DataFrame:
     """One row per finished record under ``runs_dir`` (optionally one protocol)."""
     rows = []
+    base_keys = [c.key for c in board_columns()]  # the registry's columns: the same for every record
     for run_dir, rec in iter_records(runs_dir):
         if rec.get("status") != "finished":
             continue
@@ -210,7 +211,7 @@ def collect(runs_dir: str | Path, protocol: str | None = None) -> pd.DataFrame:
             "model_versions": model_versions_label(rec),
         }
         groups = {group: rec.get("metrics", {}).get(group) or {} for group in _GROUPS}
-        keys = dict.fromkeys([*(c.key for c in board_columns()), *metric_keys(groups.values())])
+        keys = dict.fromkeys([*base_keys, *metric_keys(groups.values())])
         for group, g in groups.items():
             for key in keys:
                 m = _metric(g, key)

@@ -54,13 +54,15 @@ class OutputPlan:
         self.overwrite = overwrite
         self.flag = flag
         self.files: list[pathlib.Path] = []
+        self._planned: set[pathlib.Path] = set()  # for the clash check: a large enhance plans 3 files a photo
 
     def add(self, path: str | os.PathLike) -> pathlib.Path:
         """Plan ``path`` (relative to the root, or absolute); two plans of one file are a usage error."""
         p = self.root / path
-        if p in self.files:
+        if p in self._planned:
             raise UsageError(f"two outputs would be written to {p}; rename one of the inputs (or drop --format)")
         self.files.append(p)
+        self._planned.add(p)
         return p
 
     def existing(self) -> list[pathlib.Path]:
