@@ -98,7 +98,7 @@ def test_the_guide_has_every_example_file_and_the_hooks_as_they_are():
             assert f"`{signature}`" in text, signature
         else:
             assert f"`{f.__name__}`" in text, f.__name__
-        assert "docs/plugins.md" in hookspecs.__doc__
+    assert "docs/plugins.md" in hookspecs.__doc__
     for kind, keys in TYPED_KEYS.items():
         for key in keys:
             assert re.search(rf"^\| [a-z, ]*\b{kind}\b[a-z, ]* \| `{key}` \|", text, re.M), (kind, key)

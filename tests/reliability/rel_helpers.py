@@ -174,6 +174,17 @@ def plugin_env(plugin_root: Path, events: Path | None = None, modules: str = "re
     return env
 
 
+def extra_plugin_env(folder: Path, plugin_root: Path, sources: dict[str, str], modules: list[str],
+                     **extra: str) -> dict[str, str]:
+    """:func:`plugin_env` loading ``modules``, where ``sources`` (module name -> code) are written
+    into ``folder``, which joins the child's path before the shared test plugins."""
+    for name, src in sources.items():
+        (folder / f"{name}.py").write_text(src)
+    env = plugin_env(plugin_root, modules=",".join(modules), **extra)
+    env["PYTHONPATH"] = f"{folder}{os.pathsep}{env['PYTHONPATH']}"
+    return env
+
+
 def piebench(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m piebench ARGS`` to completion."""
     return subprocess.run([sys.executable, "-m", "piebench", *args], capture_output=True, text=True,

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
-from rel_helpers import error_lines, find_run_dir, piebench, plugin_env, read_record
+from rel_helpers import error_lines, extra_plugin_env, find_run_dir, piebench, plugin_env, read_record
 
 BROKEN = {
     "rel_bad_import": "raise RuntimeError('boom at import')\n",
@@ -30,11 +30,7 @@ TINY = ["--steps", "4", "--set", "eval.max_photos=1", "--set", "train.threads=1"
 
 
 def _env(tmp_path: Path, plugin_root: Path, modules: list[str]) -> dict:
-    for name, src in BROKEN.items():
-        (tmp_path / f"{name}.py").write_text(src)
-    env = plugin_env(plugin_root, modules=",".join(modules))
-    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
-    return env
+    return extra_plugin_env(tmp_path, plugin_root, BROKEN, modules)
 
 
 def test_all_broken_at_once_warn_once_each_and_a_run_still_works(tmp_path: Path, plugin_root: Path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rel_helpers import error_lines, find_run_dir, piebench, plugin_env, read_record
+from rel_helpers import error_lines, extra_plugin_env, find_run_dir, piebench, read_record
 
 MISBEHAVING = '''
 """Test plugin: a metric that crashes, a loss that returns a vector, observers that raise."""
@@ -58,16 +58,10 @@ TINY = ["--steps", "4", "--set", "eval.max_photos=1", "--set", "train.threads=1"
         "--quiet"]
 
 
-def _env(tmp_path: Path, plugin_root: Path, **extra: str) -> dict:
-    (tmp_path / "rel_misbehaving.py").write_text(MISBEHAVING)
-    env = plugin_env(plugin_root, modules="rel_misbehaving", **extra)
-    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
-    return env
-
-
 def _run(tmp_path: Path, plugin_root: Path, *args: str, **extra: str):
+    env = extra_plugin_env(tmp_path, plugin_root, {"rel_misbehaving": MISBEHAVING}, ["rel_misbehaving"], **extra)
     return piebench("run", "--encoder", "center", "--enhancer", "sa", *TINY, "--runs-dir", str(tmp_path / "runs"),
-                    *args, env=_env(tmp_path, plugin_root, **extra))
+                    *args, env=env)
 
 
 def test_a_crashing_metric_is_refused_before_training(tmp_path: Path, plugin_root: Path):

@@ -8,6 +8,7 @@ import textwrap
 from importlib import metadata
 from pathlib import Path
 
+import piebench_plugins
 import pytest
 
 from piebench.plugins import BUILTINS, PluginManager, discover_builtins
@@ -53,7 +54,11 @@ def test_names_follow_kind_and_module(package):
 
 def test_the_shipped_builtins_keep_the_names_records_store():
     names = {n for n, _ in discover_builtins("piebench_plugins")}
-    assert len(names) >= 31 and {"encoder-lab-stats", "enhancer-sa-seed", "loss-embedding-l1",
+    singular = {"encoders": "encoder", "enhancers": "enhancer", "losses": "loss", "metrics": "metric",
+                "datasets": "dataset", "loggers": "logger"}
+    on_disk = {f"{singular[p.parent.name]}-{p.stem.replace('_', '-')}"  # every public module file: one plugin
+               for p in Path(piebench_plugins.__file__).parent.glob("*s/*.py") if not p.stem.startswith("_")}
+    assert names == on_disk and {"encoder-lab-stats", "enhancer-sa-seed", "loss-embedding-l1",
                                  "dataset-pie-synth", "metric-fidelity"} <= names
     stored = {p["plugin"] for f in (RECORDS / "smoke").rglob("record.json")
               for p in json.loads(f.read_text())["plugins"].values()}
