@@ -40,8 +40,8 @@ class EvalResult:
     vectors: np.ndarray  # [M, D] preference vectors: one per (photo, user, reference draw)
     vector_users: np.ndarray
     vector_photos: np.ndarray
+    vector_draws: np.ndarray  # [M] the reference draw of each vector
     unavailable: dict[str, str] = field(default_factory=dict)
-    vector_draws: np.ndarray | None = None  # [M] the reference draw of each vector (None: all draw 0)
 
 
 def _mse_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -233,9 +233,8 @@ def merge_eval(parts: list[EvalResult | None], manifest: dict[str, Any]) -> Eval
     mot, mtt, gp = by_photo(gp, cat("mse_out_tgt"), cat("mse_tgt_tgt"), gp)
     emb, emb_u, emb_p = by_photo(cat("embedding_photos"), cat("embeddings"), cat("embedding_users"),
                                  cat("embedding_photos"))
-    draws = [p.vector_draws if p.vector_draws is not None else np.zeros(len(p.vectors), np.int64) for p in parts]
     vec, vec_u, vec_p, vec_d = by_photo(cat("vector_photos"), cat("vectors"), cat("vector_users"), cat("vector_photos"),
-                                        np.concatenate(draws) if draws else np.zeros(0, np.int64))
+                                        cat("vector_draws"))
     unavailable: dict[str, str] = {}
     for p in parts:
         unavailable.update(p.unavailable)

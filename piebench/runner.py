@@ -359,9 +359,7 @@ def _write_results(result: EvalResult, run_dir: Path) -> None:
     np.savez(buf, mse_out_tgt=result.mse_out_tgt, mse_tgt_tgt=result.mse_tgt_tgt, group_photos=result.group_photos,
              embeddings=result.embeddings, embedding_users=result.embedding_users,
              embedding_photos=result.embedding_photos, vectors=result.vectors, vector_users=result.vector_users,
-             vector_photos=result.vector_photos,
-             vector_draws=result.vector_draws if result.vector_draws is not None
-             else np.zeros(len(result.vectors), np.int64))
+             vector_photos=result.vector_photos, vector_draws=result.vector_draws)
     atomic_write_bytes(run_dir / "control.npz", buf.getvalue())
 
 
