@@ -44,6 +44,23 @@ def protocol_names() -> list[str]:
 MAX_SEED = 2**32 - 1
 
 
+def split_list(text: str | None) -> list[str]:
+    """``"a,b, c"`` -> ["a", "b", "c"] (empty -> [])."""
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def given_list(text: str | None, flag: str, example: str) -> list[str]:
+    """``split_list`` of an option the user gave (None = not given -> []); a given list with no
+    names (``--encoders ,``) is a UsageError rather than "all"."""
+    if text is None:
+        return []
+    items = split_list(text)
+    if not items:
+        raise UsageError(f"{flag} is empty ('{text}'); name at least one, e.g. {flag} {example}, or leave the "
+                         f"option out for all")
+    return items
+
+
 def check_seed(seed: Any, flag: str = "--seed") -> int:
     """``seed`` as an int in [0, 2**32 - 1], else a UsageError."""
     try:

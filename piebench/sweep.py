@@ -22,7 +22,7 @@ from tabulate import tabulate
 
 from . import config as C
 from .build import build_dataset, build_models
-from .config import check_seed
+from .config import check_seed, split_list
 from .errors import PiebenchError, UsageError
 from .launch import run_jobs, run_or_reuse
 from .plugins import get_manager
@@ -50,23 +50,6 @@ class SweepItem:
     run_dir: Path | None = None
     record: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def split_list(text: str | None) -> list[str]:
-    """``"a,b, c"`` -> ["a", "b", "c"] (empty -> [])."""
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-def given_list(text: str | None, flag: str, example: str) -> list[str]:
-    """``split_list`` of an option the user gave (None = not given -> []); a given list with no
-    names (``--encoders ,``) is a UsageError rather than "all"."""
-    if text is None:
-        return []
-    items = split_list(text)
-    if not items:
-        raise UsageError(f"{flag} is empty ('{text}'); name at least one, e.g. {flag} {example}, or leave the "
-                         f"option out for all")
-    return items
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -7,11 +7,11 @@ import pathlib
 
 import click
 
+from ..config import given_list
 from ..data.fivek import default_store, prepare_fivek
 from ..data.presets import synth as run_synth
 from ..data.presets import unsupported_message
 from ..outputs import refuse_overlap, replaced_message
-from ..sweep import given_list
 
 
 @click.group("data")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
+from ..config import given_list
 from ..errors import RunFailed
 from ..launch import Launcher, parse_slurm_opts
 from ..sweep import (
     ABLATION_KEYS,
     ablation_table,
-    given_list,
     parse_ablation,
     parse_seeds,
     sweep_table,
